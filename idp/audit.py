@@ -1,0 +1,45 @@
+"""Append-only audit events, and the HMAC fingerprints that stand in for identifiers.
+
+National IDs, mobile numbers and client IPs never appear raw in audit rows, logs or store
+keys: they become keyed HMAC fingerprints, stable enough to correlate one person's events
+and useless to anyone without the provider's secret.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from flask import has_request_context, request
+
+from .extensions import db, settings
+from .models import AuditEvent
+
+log = logging.getLogger("idp.audit")
+
+
+def fingerprint(kind: str, value: str) -> str:
+    """A keyed fingerprint of an identifier (kind: nid, mobile, ip, ...)."""
+    mac = hmac.new(settings.derived_key("fingerprint"), f"{kind}\x00{value}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def client_ip() -> str:
+    """The client's address as seen by this app (ProxyFix has already applied trusted hops)."""
+    return (request.remote_addr or "") if has_request_context() else ""
+
+
+def record(event: str, *, national_id: str | None = None, subject_fp: str | None = None,
+           client_id: str | None = None, commit: bool = True, **details: Any) -> None:
+    """Append one audit event. Details must already be free of raw identifiers."""
+    ip = client_ip()
+    if national_id:
+        subject_fp = fingerprint("nid", national_id)
+    row = AuditEvent(event=event, subject_fp=subject_fp,
+                     ip_fp=fingerprint("ip", ip) if ip else None,
+                     client_id=client_id, details=details)
+    db.session.add(row)
+    if commit:
+        db.session.commit()
+    log.info("audit %s client=%s subject=%s %s", event, client_id, row.subject_fp, details)

@@ -1,0 +1,81 @@
+"""Citizens: lookup, adulthood, and recording each successful authentication.
+
+The unique-adult counter (DESIGN §7) is kept in the same transaction that sets a citizen's
+``first_adult_authenticated_at``: the conditional UPDATE lets exactly one of any number of
+concurrent first logins see a row change, and only that one increments the counter.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+from sqlalchemy import update
+
+from .extensions import db, settings, store
+from .models import AuthEvent, Citizen, StatCounter, utcnow
+
+UNIQUE_ADULTS = "unique_adults"
+
+
+def find_by_national_id(national_id: str) -> Citizen | None:
+    """The citizen with this (already validated) national ID, or None."""
+    return db.session.execute(db.select(Citizen).filter_by(national_id=national_id)).scalar_one_or_none()
+
+
+def local_date(at: dt.datetime) -> dt.date:
+    """The calendar date of an instant in the configured time zone (days end at local midnight)."""
+    return at.astimezone(zoneinfo.ZoneInfo(settings.stats.timezone)).date()
+
+
+def age_on(birth_date: dt.date, day: dt.date) -> int:
+    """Age in full years on a day (someone born on 29 February turns a year older on 1 March)."""
+    years = day.year - birth_date.year
+    if (day.month, day.day) < (birth_date.month, birth_date.day):
+        years -= 1
+    return years
+
+
+def is_adult(citizen: Citizen, on: dt.date) -> bool:
+    """Whether the citizen is of the configured adult age on that day."""
+    return age_on(citizen.birth_date, on) >= settings.stats.adult_age
+
+
+def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bool = False,
+                          at: dt.datetime | None = None) -> bool:
+    """Record one successful authentication, durably; returns True if it made a new unique adult.
+
+    One transaction: the auth event, the citizen's timestamps, and (for a first authentication
+    as an adult) the unique-adult counter. Then the live daily counters in the store.
+    """
+    at = at or utcnow()
+    day = local_date(at)
+    adult = is_adult(citizen, day)
+    cid = citizen.id
+    new_adult = False
+    try:
+        db.session.execute(update(Citizen).where(Citizen.id == cid)
+                           .values(last_authenticated_at=at,
+                                   first_authenticated_at=db.func.coalesce(Citizen.first_authenticated_at, at)))
+        if adult:
+            result = db.session.execute(update(Citizen)
+                                        .where(Citizen.id == cid, Citizen.first_adult_authenticated_at.is_(None))
+                                        .values(first_adult_authenticated_at=at))
+            if result.rowcount == 1:
+                db.session.execute(update(StatCounter).where(StatCounter.name == UNIQUE_ADULTS)
+                                   .values(value=StatCounter.value + 1))
+                new_adult = True
+        db.session.add(AuthEvent(occurred_at=at, citizen_id=cid, client_id=client_id, method=method,
+                                 sso=sso, adult=adult))
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    db.session.expire(citizen)
+    store.count_daily_user(day.isoformat(), client_id, str(cid), ttl=3 * 86400)
+    return new_adult
+
+
+def unique_adults() -> int:
+    """The exact all-time number of unique adults who have authenticated (one row read)."""
+    value = db.session.execute(db.select(StatCounter.value).filter_by(name=UNIQUE_ADULTS)).scalar_one_or_none()
+    return int(value or 0)

@@ -1,0 +1,210 @@
+"""Durable facts, in SQL: citizens, agency clients, authentication and audit events, counters.
+
+Short-lived state (codes, sessions, challenges) is never here: it lives in the store.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from .extensions import db
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware, in UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given for a UTC column")
+            value = value.astimezone(dt.timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+
+class Citizen(db.Model):
+    """A person in the national registry. Never created by a login: the registry loads them."""
+
+    __tablename__ = "citizens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    national_id: Mapped[str] = mapped_column(String(10), unique=True)
+    mobile: Mapped[str] = mapped_column(String(16), index=True)
+    birth_date: Mapped[dt.date] = mapped_column(Date)
+    given_name: Mapped[str | None] = mapped_column(String(100))
+    family_name: Mapped[str | None] = mapped_column(String(100))
+    given_name_latin: Mapped[str | None] = mapped_column(String(100))
+    family_name_latin: Mapped[str | None] = mapped_column(String(100))
+    # A random, stable, internal identifier. Every `sub` an agency sees is derived from it,
+    # never from the national ID.
+    subject_key: Mapped[str] = mapped_column(String(43), unique=True,
+                                             default=lambda: secrets.token_urlsafe(32))
+    totp_secret: Mapped[bytes | None] = mapped_column(Text)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    first_authenticated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    first_adult_authenticated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_authenticated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def get_user_id(self) -> str:
+        """Authlib's hook; the real `sub` is computed per client in oauth.py."""
+        return self.subject_key
+
+
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+def hash_client_secret(secret: str) -> str:
+    """A client secret's stored form. Secrets are 256-bit random values, so one SHA-256 suffices."""
+    return "sha256$" + hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class Client(db.Model):
+    """An agency service registered as an OpenID Connect client."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    name_fa: Mapped[str | None] = mapped_column(String(200))
+    # redirect_uris, post_logout_redirect_uris, scope, token_endpoint_auth_method,
+    # grant_types, response_types, subject_type, sector_identifier, backchannel_logout_uri, ...
+    client_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # --- Authlib's ClientMixin (RFC 6749), tightened -------------------------------------
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    @property
+    def redirect_uris(self) -> list[str]:
+        return list(self.client_metadata.get("redirect_uris", []))
+
+    @property
+    def post_logout_redirect_uris(self) -> list[str]:
+        return list(self.client_metadata.get("post_logout_redirect_uris", []))
+
+    @property
+    def token_endpoint_auth_method(self) -> str:
+        return self.client_metadata.get("token_endpoint_auth_method", "client_secret_basic")
+
+    @property
+    def scope(self) -> str:
+        return self.client_metadata.get("scope", "openid")
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    def get_default_redirect_uri(self) -> str | None:
+        """OIDC requires redirect_uri; RFC 6749 allows the only registered one to be implied."""
+        uris = self.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        """The requested scopes this client may have (unknown or disallowed ones are dropped)."""
+        if not scope:
+            return ""
+        allowed = set(self.scope.split())
+        return " ".join(s for s in dict.fromkeys(scope.split()) if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        """Exact string match against a registered URI (RFC 9700 §4.1.3)."""
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str | None) -> bool:
+        """Constant-time comparison of hashes; a public client has no secret to match."""
+        if self.client_secret_hash is None or not isinstance(client_secret, str):
+            return False
+        return hmac.compare_digest(self.client_secret_hash, hash_client_secret(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        """A client authenticates only with its registered method; the two secret methods are
+        equally strong, so a client with a secret may send it either way (RFC 6749 §2.3.1)."""
+        registered = self.token_endpoint_auth_method
+        if registered in SECRET_METHODS:
+            return method in SECRET_METHODS
+        return method == registered
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.client_metadata.get("grant_types", ["authorization_code"])
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.disabled_at is None
+
+
+class AuthEvent(db.Model):
+    """One successful authentication of a citizen for an agency (append-only)."""
+
+    __tablename__ = "auth_events"
+    __table_args__ = (
+        Index("ix_auth_events_occurred_at", "occurred_at"),
+        Index("ix_auth_events_client_occurred", "client_id", "occurred_at"),
+        Index("ix_auth_events_citizen", "citizen_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    citizen_id: Mapped[int] = mapped_column(BigId, ForeignKey("citizens.id"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    # sms | totp: the factor proved; sso marks a code issued from an existing session.
+    method: Mapped[str] = mapped_column(String(16))
+    sso: Mapped[bool] = mapped_column(Boolean, default=False)
+    adult: Mapped[bool] = mapped_column(Boolean)
+
+
+class AuditEvent(db.Model):
+    """A security-relevant action (append-only). Identifiers appear only as HMAC fingerprints."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_occurred_at", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event: Mapped[str] = mapped_column(String(48))
+    subject_fp: Mapped[str | None] = mapped_column(String(64))
+    ip_fp: Mapped[str | None] = mapped_column(String(64))
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class StatCounter(db.Model):
+    """An exact counter kept in the same transaction as the fact it counts (e.g. unique adults)."""
+
+    __tablename__ = "stat_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

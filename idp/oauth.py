@@ -1,0 +1,436 @@
+"""All Authlib wiring: the authorization server, its grant, PKCE, OpenID Connect and tokens.
+
+Authlib's defaults are tightened here (see ../shared/AUTHLIB-NOTES.md): PKCE with S256 is
+required of every client and ``plain`` refused; codes live in the store and are consumed
+with one atomic GETDEL; a replayed code revokes the access token it issued; the ID token
+carries ``iss``, ``auth_time``, ``acr`` and ``amr`` from the real login; access tokens are
+RFC 9068 JWTs with a pinned ``kid``; the authorization response carries ``iss`` (RFC 9207).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request, grants
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode, UserInfo
+from authlib.oidc.core.models import AuthorizationCodeMixin
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from flask import current_app
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from . import audit, citizens
+from .extensions import db, keyring, settings, store
+from .models import Citizen, Client
+
+#: acr values (OIDC Core §2) and amr values (RFC 8176) per factor the citizen proved.
+ACR = {"sms": "urn:idp:acr:sms", "totp": "urn:idp:acr:totp"}
+AMR = {"sms": ["sms", "otp"], "totp": ["otp", "swk"]}
+SCOPES = ["openid", "profile", "phone"]
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+@dataclass
+class Principal:
+    """The citizen behind a grant, with how and when they authenticated."""
+
+    citizen: Citizen
+    auth_time: int
+    method: str
+    sid: str
+    token_jti: str | None = None
+
+    def get_user_id(self) -> str:
+        """Authlib's hook; the `sub` an agency sees is set per client in the token claims."""
+        return self.citizen.subject_key
+
+    @property
+    def acr(self) -> str:
+        return ACR[self.method]
+
+    @property
+    def amr(self) -> list[str]:
+        return AMR[self.method]
+
+
+@dataclass
+class StoredCode(AuthorizationCodeMixin):
+    """An authorization code's grant as read back from the store."""
+
+    data: dict[str, Any]
+
+    def get_redirect_uri(self) -> str:
+        return self.data["redirect_uri"]
+
+    def get_scope(self) -> str:
+        return self.data["scope"]
+
+    def get_nonce(self) -> str | None:
+        return self.data.get("nonce")
+
+    def get_auth_time(self) -> int:
+        return self.data["auth_time"]
+
+    def get_acr(self) -> str:
+        return ACR[self.data["method"]]
+
+    def get_amr(self) -> list[str]:
+        return AMR[self.data["method"]]
+
+    @property
+    def code_challenge(self) -> str | None:
+        return self.data.get("code_challenge")
+
+    @property
+    def code_challenge_method(self) -> str | None:
+        return self.data.get("code_challenge_method")
+
+
+# ---- subjects and claims ---------------------------------------------------------------------
+
+def sector_of(client: Client) -> str:
+    """The sector of a client (OIDC Core §8.1): its configured sector or its redirect URIs' host."""
+    meta = client.client_metadata
+    if meta.get("sector_identifier"):
+        return meta["sector_identifier"]
+    hosts = sorted({urlsplit(u).hostname or "" for u in client.redirect_uris})
+    return hosts[0] if hosts else client.client_id
+
+
+def subject_for(citizen: Citizen, client: Client) -> str:
+    """The `sub` this client sees: pairwise per sector by default, so agencies cannot join records."""
+    if client.client_metadata.get("subject_type") == "public":
+        return citizen.subject_key
+    mac = hmac.new(settings.derived_key("pairwise-sub"),
+                   f"{sector_of(client)}\x00{citizen.subject_key}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def claims_for(citizen: Citizen, client: Client, scope: str) -> dict[str, Any]:
+    """The claims released to a client for a scope (OIDC Core §5.4)."""
+    scopes = set(scope.split())
+    info: dict[str, Any] = {"sub": subject_for(citizen, client)}
+    if "profile" in scopes:
+        for claim, value in (("given_name", citizen.given_name), ("family_name", citizen.family_name)):
+            if value:
+                info[claim] = value
+        if citizen.given_name or citizen.family_name:
+            info["name"] = " ".join(p for p in (citizen.given_name, citizen.family_name) if p)
+        info["birthdate"] = citizen.birth_date.isoformat()
+        info["locale"] = "fa-IR"
+    if "phone" in scopes:
+        info["phone_number"] = citizen.mobile
+        info["phone_number_verified"] = True
+    return info
+
+
+# ---- an opaque reference to the citizen inside access tokens ---------------------------------
+# Agencies see a pairwise `sub`, which cannot be mapped back to a citizen without a table. The
+# access token therefore carries the citizen's row id encrypted (AES-GCM), opaque to agencies.
+
+def _ref_cipher() -> AESGCM:
+    return AESGCM(settings.derived_key("access-token-ref"))
+
+
+def seal_ref(citizen_id: int) -> str:
+    """Encrypt a citizen id for an access token."""
+    nonce = os.urandom(12)
+    blob = nonce + _ref_cipher().encrypt(nonce, citizen_id.to_bytes(8, "big"), b"idp-ref")
+    return base64.urlsafe_b64encode(blob).rstrip(b"=").decode()
+
+
+def open_ref(ref: str) -> int | None:
+    """The citizen id inside a reference, or None when it was not made by this provider."""
+    try:
+        blob = base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4))
+        return int.from_bytes(_ref_cipher().decrypt(blob[:12], blob[12:], b"idp-ref"), "big")
+    except Exception:  # noqa: BLE001 - any malformed or forged reference is simply not ours
+        return None
+
+
+def code_jti(code: str) -> str:
+    """The jti of the access token a code is exchanged for, so a replay can revoke it."""
+    return "c" + hashlib.sha256(b"jti\x00" + code.encode()).hexdigest()[:31]
+
+
+# ---- PKCE: S256, always -------------------------------------------------------------------
+
+class S256Only(CodeChallenge):
+    """RFC 7636 with RFC 9700 §2.1.1: every client sends an S256 challenge; `plain` is refused."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        """Refuse a missing challenge or method; the error goes back to the validated redirect URI."""
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: code_challenge is missing", redirect_uri=redirect_uri)
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256", redirect_uri=redirect_uri)
+        try:
+            super().validate_code_challenge(grant, redirect_uri)
+        except InvalidRequestError as exc:
+            exc.redirect_uri = redirect_uri
+            raise
+
+    def validate_code_verifier(self, grant, result):
+        """A code_verifier is required of every client, public or confidential."""
+        if not grant.request.form.get("code_verifier"):
+            raise InvalidRequestError("Missing 'code_verifier'")
+        super().validate_code_verifier(grant, result)
+
+
+# ---- the authorization code grant -------------------------------------------------------------
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    """RFC 6749 §4.1 with codes in the store, single use, bound to client and redirect URI."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request, client):
+        """Exact match; OIDC requires redirect_uri, and the error never echoes hostile input."""
+        uri = request.payload.redirect_uri
+        if not uri:
+            if uri := client.get_default_redirect_uri():
+                return uri
+            raise InvalidRequestError("Missing 'redirect_uri' in request.")
+        if not client.check_redirect_uri(uri):
+            raise InvalidRequestError("The redirect_uri is not registered for this client.")
+        return uri
+
+    def save_authorization_code(self, code: str, request) -> None:
+        """Keep the grant in the store for code_ttl seconds; its nonce is marked used."""
+        principal: Principal = request.user
+        data = request.payload.data
+        payload = {
+            "client_id": request.client.client_id,
+            "redirect_uri": request.payload.redirect_uri or request.client.get_default_redirect_uri(),
+            "scope": request.scope,
+            "nonce": data.get("nonce"),
+            "code_challenge": data.get("code_challenge"),
+            "code_challenge_method": data.get("code_challenge_method"),
+            "citizen_id": principal.citizen.id,
+            "auth_time": principal.auth_time,
+            "method": principal.method,
+            "sid": principal.sid,
+        }
+        store.put_code(code, payload, ttl=settings.tokens.code_ttl, nonce_ttl=settings.login.session_ttl)
+
+    def query_authorization_code(self, code: str, client: Client) -> StoredCode | None:
+        """Consume the code (GETDEL). A replay revokes what the code issued (RFC 6749 §4.1.2)."""
+        if not isinstance(code, str) or len(code) > 256:
+            return None
+        data, replayed = store.consume_code(code, used_ttl=settings.tokens.access_token_ttl)
+        if data is None:
+            if replayed:
+                store.revoke_access_token(code_jti(code), settings.tokens.access_token_ttl)
+                audit.record("code_replayed", client_id=client.client_id)
+            return None
+        if data["client_id"] != client.client_id:
+            # A code injected into another client's exchange (RFC 9700 §4.5): burnt, refused.
+            audit.record("code_wrong_client", client_id=client.client_id)
+            return None
+        data["code"] = code
+        return StoredCode(data)
+
+    def delete_authorization_code(self, authorization_code: StoredCode) -> None:
+        """Nothing to do: the code was consumed when it was looked up."""
+
+    def authenticate_user(self, authorization_code: StoredCode) -> Principal | None:
+        """The citizen of the code, with the login facts the tokens will carry."""
+        d = authorization_code.data
+        citizen = db.session.get(Citizen, d["citizen_id"])
+        if citizen is None:
+            return None
+        return Principal(citizen, d["auth_time"], d["method"], d["sid"], token_jti=code_jti(d["code"]))
+
+
+# ---- OpenID Connect: the ID token --------------------------------------------------------------
+
+class OpenIDConnectCode(OpenIDCode):
+    """OIDC Core §3.1: the ID token, with nonce replay refused through the store."""
+
+    def exists_nonce(self, nonce: str, request) -> bool:
+        return store.nonce_used(request.payload.client_id, nonce)
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return settings.keys.id_token_alg
+
+    def resolve_client_private_key(self, client: Client):
+        return keyring.signing_key(settings.keys.id_token_alg).keyset
+
+    def get_encode_header(self, client: Client) -> dict[str, str]:
+        key = keyring.signing_key(settings.keys.id_token_alg)
+        return {"alg": key.alg, "kid": key.kid, "typ": "JWT"}
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        now = int(time.time())
+        return {"iss": settings.server.issuer, "aud": [client.client_id], "azp": client.client_id,
+                "iat": now, "exp": now + settings.tokens.id_token_ttl}
+
+    def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
+        info = claims_for(user.citizen, _current_client(), scope)
+        info["sid"] = user.sid
+        return UserInfo(info)
+
+
+def _current_client() -> Client:
+    from flask import g
+
+    return g.oauth_client
+
+
+# ---- access tokens (RFC 9068) ------------------------------------------------------------------
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """JWT access tokens signed with the pinned key of the configured algorithm."""
+
+    def get_jwks(self):
+        return keyring.signing_key(self.alg).keyset
+
+    def get_audiences(self, client: Client, user, scope: str) -> list[str]:
+        return [client.client_id]
+
+    def get_auth_time(self, user: Principal) -> int | None:
+        return user.auth_time if user else None
+
+    def get_acr(self, user: Principal) -> str | None:
+        return user.acr if user else None
+
+    def get_amr(self, user: Principal) -> list[str] | None:
+        return user.amr if user else None
+
+    def get_jti(self, client, grant_type, user, scope) -> str:
+        if user is not None and user.token_jti:
+            return user.token_jti
+        return super().get_jti(client, grant_type, user, scope)
+
+    def get_extra_claims(self, client: Client, grant_type, user: Principal, scope: str) -> dict[str, Any]:
+        if user is None:
+            return {}
+        return {"sub": subject_for(user.citizen, client), "sid": user.sid, "idp_ref": seal_ref(user.citizen.id)}
+
+
+class BearerTokenError(Exception):
+    """An access token presented to a resource of ours is not valid (RFC 6750 §3.1)."""
+
+
+def verify_access_token(token: str) -> dict[str, Any]:
+    """Check one of our access tokens: signature, typ, iss, exp and revocation."""
+    if not token or len(token) > 4096:
+        raise BearerTokenError("malformed token")
+    try:
+        decoded = jwt.decode(token, keyring.public_key_set(), algorithms=["RS256", "ES256"])
+    except (JoseError, ValueError) as exc:
+        raise BearerTokenError("signature or format invalid") from exc
+    if decoded.header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+        raise BearerTokenError("not an access token")
+    claims = decoded.claims
+    now = time.time()
+    if claims.get("iss") != settings.server.issuer:
+        raise BearerTokenError("wrong issuer")
+    if not isinstance(claims.get("exp"), int) or claims["exp"] < now:
+        raise BearerTokenError("expired")
+    if not isinstance(claims.get("jti"), str) or store.access_token_revoked(claims["jti"]):
+        raise BearerTokenError("revoked")
+    return claims
+
+
+# ---- RFC 9207 ----------------------------------------------------------------------------------
+
+class Issuer(IssuerParameter):
+    """Adds `iss` to every authorization response (RFC 9207 §2)."""
+
+    def get_issuer(self) -> str:
+        return settings.server.issuer
+
+
+issuer_parameter = Issuer()
+
+
+# ---- the server --------------------------------------------------------------------------------
+
+def _query_client(client_id: str) -> Client | None:
+    """An enabled client by id; disabled and unknown clients are the same to the protocol."""
+    if not isinstance(client_id, str) or len(client_id) > 64:
+        return None
+    client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+    if client is None or not client.is_enabled:
+        return None
+    from flask import g
+
+    g.oauth_client = client
+    return client
+
+
+def _save_token(token: dict, request) -> None:
+    """JWT access tokens are self-contained: nothing to store (refresh tokens come later)."""
+
+
+class Server(AuthorizationServer):
+    """Authlib's Flask server, able to answer a replayed (paused) request, not only flask.request."""
+
+    def create_oauth2_request(self, request):
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+    def validate_requested_scope(self, scope):
+        """Unknown scopes are ignored, not refused (RFC 6749 §3.3; OIDC Core §3.1.2.1)."""
+
+
+server = Server()
+
+
+def init_app(app) -> None:
+    """Wire the authorization server to the app; called by create_app."""
+    cfg = app.extensions["idp.settings"]
+    app.config["OAUTH2_SCOPES_SUPPORTED"] = SCOPES
+    server.init_app(app, query_client=_query_client, save_token=_save_token)
+    server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDConnectCode(require_nonce=False)])
+    server.register_extension(issuer_parameter)
+    server.register_token_generator("default", AccessTokenGenerator(
+        cfg.server.issuer, alg=cfg.keys.access_token_alg,
+        expires_generator=lambda client, grant_type: current_app.extensions["idp.settings"].tokens.access_token_ttl,
+    ))
+
+
+def discovery_document() -> dict[str, Any]:
+    """OpenID Provider Metadata (OIDC Discovery §3): exactly what is implemented."""
+    iss = settings.server.issuer
+    return {
+        "issuer": iss,
+        "authorization_endpoint": f"{iss}/authorize",
+        "token_endpoint": f"{iss}/token",
+        "userinfo_endpoint": f"{iss}/userinfo",
+        "jwks_uri": f"{iss}/jwks",
+        "scopes_supported": SCOPES,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["pairwise", "public"],
+        "id_token_signing_alg_values_supported": [settings.keys.id_token_alg],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid",
+                             "name", "given_name", "family_name", "birthdate", "locale",
+                             "phone_number", "phone_number_verified"],
+        "acr_values_supported": list(ACR.values()),
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "ui_locales_supported": ["fa-IR", "en"],
+    }

@@ -1,0 +1,161 @@
+"""Test fixtures: real SQLite and PostgreSQL, real Redis, and the provider on a real HTTP port.
+
+PostgreSQL and Redis are the ones at 127.0.0.1:5432 and :6379. Without them a test skips
+with the reason, except under CI=true, where a missing service is a failure.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from idp import create_app
+from idp.config import load_settings
+
+from .helpers import FlowClient, Outbox
+
+PG_ADMIN_URL = os.environ.get("IDP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("IDP_TEST_REDIS", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(service: str, reason: str):
+    """Skip for want of a service, or fail under CI, where every service must be up."""
+    if IN_CI:
+        pytest.fail(f"{service} is required under CI=true: {reason}")
+    pytest.skip(f"{service} not available: {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis_lib.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis_lib.RedisError as exc:
+        need("Redis", str(exc))
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    import psycopg
+
+    name = f"idp_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        need("PostgreSQL", str(exc).strip())
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_settings(tmp: Path, database_url: str, store_url: str, port: int, **extra):
+    """Settings for a test instance: its own keys, outbox, store prefix and database."""
+    overrides = {
+        "server": {"issuer": f"http://127.0.0.1:{port}", "bind": f"127.0.0.1:{port}",
+                   "secret_key": secrets.token_urlsafe(48)},
+        "database": {"url": database_url},
+        "store": {"url": store_url, "prefix": f"idptest:{uuid.uuid4().hex[:8]}:"},
+        "sms": {"backend": "file", "outbox": str(tmp / "outbox.jsonl")},
+        "keys": {"dir": str(tmp / "keys")},
+    }
+    for section, values in extra.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_settings(None, env={}, overrides=overrides)
+
+
+class LiveProvider:
+    """The provider served over HTTP on loopback from a background thread."""
+
+    def __init__(self, app, settings):
+        from werkzeug.serving import make_server
+
+        self.app, self.settings = app, settings
+        host, port = settings.server.bind.split(":")
+        self.server = make_server(host, int(port), app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = settings.server.issuer
+        self.outbox = Outbox(Path(settings.sms.outbox))
+
+    def flow(self) -> FlowClient:
+        """A fresh browser-like HTTP client for this provider."""
+        return FlowClient(self)
+
+    def add_client(self, **kwargs):
+        """Register a client; returns (client_id, secret, redirect_uri)."""
+        from idp.agencies import register_client
+
+        redirect = kwargs.pop("redirect_uri", f"http://127.0.0.1:9/{uuid.uuid4().hex[:6]}/cb")
+        with self.app.app_context():
+            client, secret = register_client(kwargs.pop("name", "Test agency"), [redirect], **kwargs)
+            return client.client_id, secret, redirect
+
+    def add_citizen(self, birth_date: str = "1980-01-01", mobile: str | None = None):
+        """Register a citizen with a random valid national ID; returns (national_id, mobile)."""
+        from idp.national_id import make_national_id
+        from idp.registry import add_citizen
+
+        national_id = make_national_id(f"{secrets.randbelow(10**9):09d}")
+        mobile = mobile or f"+98912{secrets.randbelow(10**7):07d}"
+        with self.app.app_context():
+            add_citizen(national_id=national_id, mobile=mobile, birth_date=birth_date, given_name="آزمون",
+                        family_name="شهروند")
+        return national_id, mobile
+
+    def stop(self):
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+def start_provider(tmp: Path, database_url: str, store_url: str, **extra) -> LiveProvider:
+    from idp import keys
+    from idp.cli import upgrade_database
+
+    port = free_port()
+    settings = make_settings(tmp, database_url, store_url, port, **extra)
+    keys.ensure(settings.keys.dir)
+    app = create_app(settings)
+    upgrade_database(app)
+    return LiveProvider(app, settings)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def provider(request, tmp_path_factory, redis_url):
+    """The provider on SQLite and on PostgreSQL, both with real Redis."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{tmp / 'idp.sqlite3'}"
+    else:
+        db_url = request.getfixturevalue("postgres_url")
+        _reset_postgres(db_url)
+    live = start_provider(tmp, db_url, redis_url)
+    yield live
+    live.stop()
+    with live.app.app_context():
+        from idp.extensions import db
+
+        db.engine.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    """An empty schema, so modules sharing the session database start alike."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")

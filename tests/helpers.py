@@ -1,0 +1,152 @@
+"""A browser-like HTTP client that walks the login, and readers for the SMS outbox."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import time
+from html import unescape
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A code_verifier and its S256 code_challenge (RFC 7636 §4.1-4.2)."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+class Outbox:
+    """The file SMS backend's JSON-lines outbox."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def messages(self, to: str | None = None) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [r for r in rows if to is None or r["to"] == to]
+
+    def last_code(self, to: str) -> str:
+        messages = self.messages(to)
+        assert messages, f"no SMS was sent to {to}"
+        return messages[-1]["code"]
+
+
+def form_fields(html: str) -> dict[str, str]:
+    """The hidden inputs of the page's form (CSRF token and the like), to be sent back unchanged."""
+    fields = {}
+    for tag in re.findall(r"<input[^>]*>", html):
+        if 'type="hidden"' in tag:
+            name = re.search(r'name="([^"]+)"', tag).group(1)
+            value = re.search(r'value="([^"]*)"', tag)
+            fields[name] = unescape(value.group(1)) if value else ""
+    return fields
+
+
+def form_action(html: str, base: str) -> str:
+    action = re.search(r'<form[^>]*action="([^"]*)"', html).group(1)
+    return urljoin(base, unescape(action))
+
+
+class FlowClient:
+    """One browser: a cookie jar that walks authorize -> login -> code -> redirect."""
+
+    def __init__(self, provider):
+        self.provider = provider
+        self.http = requests.Session()
+        self.last_verifier: str | None = None
+
+    def authorize_url(self, client_id: str, redirect_uri: str, scope: str = "openid profile", **extra) -> str:
+        verifier, challenge = pkce_pair()
+        self.last_verifier = verifier
+        params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+                  "scope": scope, "state": secrets.token_urlsafe(8), "nonce": secrets.token_urlsafe(8),
+                  "code_challenge": challenge, "code_challenge_method": "S256"}
+        params.update(extra)
+        params = {k: v for k, v in params.items() if v is not None}
+        return f"{self.provider.url}/authorize?{urlencode(params)}"
+
+    def get(self, url: str, **kw) -> requests.Response:
+        return self.http.get(url, allow_redirects=False, timeout=10, **kw)
+
+    def follow(self, response: requests.Response, stop_prefix: str) -> requests.Response:
+        """Follow redirects on the provider until one points at stop_prefix (the client)."""
+        hops = 0
+        while response.is_redirect:
+            location = urljoin(response.url, response.headers["Location"])
+            if location.startswith(stop_prefix):
+                return response
+            response = self.get(location)
+            hops += 1
+            assert hops < 10, "redirect loop"
+        return response
+
+    def submit(self, page: requests.Response, data: dict[str, str]) -> requests.Response:
+        fields = form_fields(page.text)
+        fields.update(data)
+        return self.http.post(form_action(page.text, page.url), data=fields, allow_redirects=False, timeout=10)
+
+    def start(self, client_id: str, redirect_uri: str, **extra) -> requests.Response:
+        """Send the authorization request and follow to the first page (or to the client)."""
+        return self.follow(self.get(self.authorize_url(client_id, redirect_uri, **extra)), redirect_uri)
+
+    def login(self, client_id: str, redirect_uri: str, national_id: str, mobile: str, **extra) -> dict:
+        """The whole login; returns the authorization response parameters at the redirect URI."""
+        page = self.start(client_id, redirect_uri, **extra)
+        assert page.status_code == 200 and 'name="national_id"' in page.text, page.text[:500]
+        page = self.follow(self.submit(page, {"national_id": national_id, "mobile": mobile}), redirect_uri)
+        assert 'name="otp"' in page.text, page.text[:500]
+        code = self.provider.outbox.last_code(mobile_e164(mobile))
+        final = self.follow(self.submit(page, {"otp": code}), redirect_uri)
+        return redirect_params(final, redirect_uri)
+
+    def exchange(self, client_id: str, secret: str | None, redirect_uri: str, code: str,
+                 verifier: str | None = None, **extra) -> requests.Response:
+        """The token request (client_secret_basic, or `none` for a public client)."""
+        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "code_verifier": verifier or self.last_verifier}
+        data.update(extra)
+        data = {k: v for k, v in data.items() if v is not None}
+        auth = (client_id, secret) if secret else None
+        if not secret:
+            data["client_id"] = client_id
+        return requests.post(f"{self.provider.url}/token", data=data, auth=auth, timeout=10)
+
+
+def redirect_params(response: requests.Response, redirect_uri: str) -> dict[str, str]:
+    """The query parameters of a redirect to the client."""
+    assert response.is_redirect, f"expected a redirect, got {response.status_code}: {response.text[:300]}"
+    location = response.headers["Location"]
+    assert location.startswith(redirect_uri + "?"), location
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def mobile_e164(mobile: str) -> str:
+    from idp.national_id import parse_mobile
+
+    return parse_mobile(mobile)
+
+
+def verify_id_token(provider_url: str, id_token: str) -> dict:
+    """Verify an ID token with the published JWKS, fetched over HTTP as an agency would."""
+    jwks = requests.get(f"{provider_url}/jwks", timeout=10).json()
+    token = jwt.decode(id_token, KeySet.import_key_set(jwks), algorithms=["RS256", "ES256"])
+    return {"header": token.header, "claims": token.claims}
+
+
+def wait_until(predicate, timeout: float = 5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
