@@ -37,7 +37,8 @@ class Context:
         if self._app is None:
             from . import create_app
 
-            self._app = create_app(self.settings)
+            # Operator commands need the database, not the signing keys.
+            self._app = create_app(self.settings, require_keys=False)
         return self._app
 
 
@@ -148,19 +149,8 @@ def upgrade_database(app) -> None:
 @pass_ctx
 def db_upgrade(obj: Context):
     """Create or upgrade the schema to the latest migration."""
-    upgrade_database(_app_without_keys(obj))
+    upgrade_database(obj.app)
     click.echo("database is up to date")
-
-
-def _app_without_keys(obj: Context):
-    """An app for commands that must work before keys exist (db upgrade)."""
-    from . import create_app
-    from .keys import KeysUnavailable
-
-    try:
-        return obj.app
-    except KeysUnavailable:
-        return create_app(obj.settings, require_keys=False)
 
 
 # ---- keys --------------------------------------------------------------------------------------
@@ -341,3 +331,7 @@ def serve(obj: Context):
     from .devserver import run_production
 
     run_production(obj.settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,8 @@ def _url(v: str) -> str | None:
 
 
 def _long_secret(v: str) -> str | None:
+    if v.startswith("change-me"):
+        return "still the example placeholder (generate one: idp config secret)"
     return None if len(v) >= 32 else "must be at least 32 characters (generate one: idp config secret)"
 
 

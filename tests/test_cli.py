@@ -1,0 +1,127 @@
+"""The `idp` command line, run as an operator runs it: a real process, real files, real databases."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import free_port
+
+
+def run(env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture()
+def env(tmp_path) -> dict:
+    """An operator's environment: SQLite in a temp dir, keys there too."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+            "IDP_SERVER_SECRET_KEY": "t" * 48, "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
+            "IDP_KEYS_DIR": str(tmp_path / "keys"), "IDP_SMS_BACKEND": "file",
+            "IDP_SMS_OUTBOX": str(tmp_path / "outbox.jsonl")}
+
+
+def test_operator_session(env, tmp_path):
+    assert run(env, "db", "upgrade").returncode == 0
+    out = run(env, "keys", "generate", "--json")
+    assert out.returncode == 0, out.stderr
+    made = json.loads(out.stdout)
+    assert {k["alg"] for k in made} == {"RS256", "ES256"}
+    for key in made:
+        mode = stat.S_IMODE((tmp_path / "keys" / f"{key['kid']}.json").stat().st_mode)
+        assert mode == 0o600
+    listed = json.loads(run(env, "keys", "list", "--json").stdout)
+    assert {k["kid"] for k in listed} == {k["kid"] for k in made}
+
+    out = run(env, "clients", "add", "--name", "Report cards", "--redirect-uri", "https://school.example.ir/cb",
+              "--scope", "openid profile", "--trusted", "--json")
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert created["client_id"] and len(created["client_secret"]) >= 40
+    public = json.loads(run(env, "clients", "add", "--name", "App", "--redirect-uri", "http://127.0.0.1:7/cb",
+                            "--public", "--json").stdout)
+    assert public["client_secret"] is None
+    listed = json.loads(run(env, "clients", "list", "--json").stdout)
+    assert [c["client_id"] for c in listed] == [created["client_id"], public["client_id"]]
+    assert created["client_secret"] not in (tmp_path / "idp.db").read_bytes().decode("latin-1")
+
+    out = run(env, "citizens", "add", "--national-id", "۰۰۱۲۳۴۵۶۷۹", "--mobile", "09121234567",
+              "--birth-date", "1990-01-01", "--given-name", "سارا", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"national_id": "0012345679", "mobile": "+989121234567",
+                                      "birth_date": "1990-01-01"}
+    csv_file = tmp_path / "registry.csv"
+    csv_file.write_text("national_id,mobile,birth_date,given_name,family_name\n"
+                        "0023456787,09351112233,1985-02-03,علی,رضایی\n"
+                        "0023456788,09351112233,1985-02-03,bad,checkdigit\n"
+                        "0034567895,0935111223,1985-02-03,bad,mobile\n"
+                        "0034567895,09129876543,1962-12-30,مریم,کریمی\n"
+                        "0034567895,09129876543,1962-12-30,dup,row\n"
+                        "0012345679,09120000000,1990-01-01,سارا,نو\n", encoding="utf-8")
+    out = run(env, "citizens", "import", str(csv_file), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["loaded"] == 3 and report["rejected"] == 3
+    assert {r["line"] for r in report["rejections"]} == {3, 4, 6}
+
+    stats = json.loads(run(env, "stats", "--json").stdout)
+    assert stats["unique_adults"] == 0 and stats["adult_population"] == 3 and stats["coverage_percent"] == 0
+
+
+@pytest.mark.parametrize("args,env_extra,message", [
+    (("stats",), {"IDP_SERVER_SECRET_KEY": "short"}, "idp: configuration: [server] secret_key"),
+    (("stats",), {"IDP_DATABASE_URL": "oracle://x"}, "idp: configuration: [database] url"),
+    (("clients", "add", "--name", "X", "--redirect-uri", "http://evil.example/cb"), {}, "plain http"),
+    (("clients", "add", "--name", "X", "--redirect-uri", "https://a.example/*"), {}, "wildcards"),
+    (("clients", "add", "--name", "X", "--redirect-uri", "https://a.example/cb#frag"), {}, "fragment"),
+    (("citizens", "add", "--national-id", "0012345678", "--mobile", "09121234567", "--birth-date", "1990-01-01"),
+     {}, "national_id"),
+    (("citizens", "import", "/no/such/file.csv"), {}, "no such file"),
+    (("serve",), {"IDP_STORE_URL": "memory://"}, "memory://"),
+])
+def test_errors_are_one_line_and_nonzero(env, args, env_extra, message):
+    assert run(env, "db", "upgrade").returncode == 0
+    out = run({**env, **env_extra}, *args)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_runs_gunicorn_on_postgres_and_redis(env, tmp_path, postgres_url, redis_url):
+    """`idp serve` with production settings answers over HTTP from gunicorn workers."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    port = free_port()
+    prod = {**env, "IDP_DATABASE_URL": postgres_url, "IDP_STORE_URL": redis_url,
+            "IDP_STORE_PREFIX": f"idpserve{port}:", "IDP_SERVER_BIND": f"127.0.0.1:{port}",
+            "IDP_SERVER_ISSUER": f"http://127.0.0.1:{port}", "IDP_SERVER_WORKERS": "2"}
+    assert run(prod, "db", "upgrade").returncode == 0
+    assert run(prod, "keys", "generate").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "idp.cli", "serve"], env=prod, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read().decode()
+                time.sleep(0.3)
+        assert r.status_code == 200 and r.json()["issuer"] == f"http://127.0.0.1:{port}"
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)

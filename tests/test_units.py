@@ -1,0 +1,117 @@
+"""National IDs, mobile numbers and settings: the parsers people's typing goes through."""
+from __future__ import annotations
+
+import pytest
+
+from idp.config import SCHEMA, ConfigError, example_toml, load_settings
+from idp.national_id import (InvalidMobile, InvalidNationalId, check_digit, make_national_id, mask_mobile,
+                             parse_mobile, parse_national_id)
+
+SECRET = {"server": {"secret_key": "s" * 40}}
+
+
+@pytest.mark.parametrize("nid", ["0012345679", "0023456787", "1111111111"[:0] + make_national_id("123456789")])
+def test_valid_national_ids(nid):
+    assert parse_national_id(nid) == nid
+
+
+def test_check_digit_rule():
+    # s = sum(d_i * (10 - i)); r = s % 11; check = r if r < 2 else 11 - r
+    assert check_digit("001234567") == 9
+    assert make_national_id("000000001")[-1] == str(check_digit("000000001"))
+
+
+@pytest.mark.parametrize("text", ["0012345678", "001234567", "00123456790", "1111111111", "", "abcdefghij",
+                                  "٠٠١٢٣٤٥٦٧٨", "0" * 70, "00123456７9"])
+def test_invalid_national_ids(text):
+    with pytest.raises(InvalidNationalId):
+        parse_national_id(text)
+
+
+def test_digits_in_every_script_and_separators():
+    assert parse_national_id("۰۰۱۲۳۴۵۶۷۹") == "0012345679"
+    assert parse_national_id("٠٠١٢٣٤٥٦٧٩") == "0012345679"
+    assert parse_national_id(" 001-234567-9 ") == "0012345679"
+    assert parse_national_id("۰۰۱٢٣٤567۹") == "0012345679"  # mixed scripts are still digits
+
+
+@pytest.mark.parametrize("typed", ["09121234567", "9121234567", "+989121234567", "00989121234567",
+                                   "۰۹۱۲۱۲۳۴۵۶۷", "0912 123 4567", "\u200e+98 912-123-4567"])
+def test_mobile_forms(typed):
+    assert parse_mobile(typed) == "+989121234567"
+
+
+@pytest.mark.parametrize("typed", ["02112345678", "0912123456", "+9891212345678", "+14155550100", "", "0912abc4567"])
+def test_invalid_mobiles(typed):
+    with pytest.raises(InvalidMobile):
+        parse_mobile(typed)
+
+
+def test_mask_mobile():
+    assert mask_mobile("+989121234567") == "0912***4567"
+
+
+def test_settings_defaults_and_env_override():
+    s = load_settings(None, env={"IDP_STORE_URL": "redis://127.0.0.1:6379/3", "IDP_LIMITS_ENABLED": "false",
+                                 "IDP_SERVER_SECRET_KEY": "k" * 40, "IDP_TOKENS_CODE_TTL": "30"})
+    assert s.store.url == "redis://127.0.0.1:6379/3"
+    assert s.limits.enabled is False and s.tokens.code_ttl == 30
+    assert s.database.url.startswith("sqlite:///")
+
+
+def test_file_then_env(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\nsecret_key = "%s"\nissuer = "https://login.example.ir"\n[sms]\nbackend = "file"\n'
+                    % ("x" * 40))
+    s = load_settings(path, env={"IDP_SMS_BACKEND": "console"})
+    assert s.server.issuer == "https://login.example.ir" and s.sms.backend == "console" and s.is_https
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, "[server] secret_key: missing"),
+    ({"IDP_SERVER_SECRET_KEY": "short"}, "[server] secret_key: must be at least 32"),
+    ({"IDP_SERVER_ISSUER": "http://login.example.ir"}, "[server] issuer: must be https"),
+    ({"IDP_SERVER_ISSUER": "https://login.example.ir/"}, "[server] issuer: must not end"),
+    ({"IDP_STORE_URL": "mysql://x"}, "[store] url: must be memory:// or a redis:// URL"),
+    ({"IDP_SMS_BACKEND": "pigeon"}, "[sms] backend: must be one of"),
+    ({"IDP_TOKENS_CODE_TTL": "soon"}, "[tokens] code_ttl: must be an integer"),
+    ({"IDP_LIMITS_ENABLED": "maybe"}, "[limits] enabled: must be true or false"),
+    ({"IDP_STATS_TIMEZONE": "Mars/Olympus"}, "[stats] timezone: must be an IANA time zone"),
+])
+def test_bad_settings_name_the_key(env, expected):
+    if "IDP_SERVER_SECRET_KEY" not in env and "secret_key" not in expected:
+        env = {**env, "IDP_SERVER_SECRET_KEY": "k" * 40}
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env=env)
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_keys_and_bad_toml(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nissuer = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, env={})
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[server]\nisuer = "x"\n')
+    with pytest.raises(ConfigError, match=r"\[server\] isuer: unknown key"):
+        load_settings(typo, env={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.toml", env={})
+
+
+def test_example_config_is_current_and_complete():
+    from pathlib import Path
+
+    committed = (Path(__file__).resolve().parent.parent / "config.example.toml").read_text()
+    assert committed == example_toml(), "regenerate it: idp config example > config.example.toml"
+    for section, keys in SCHEMA.items():
+        assert f"[{section}]" in committed
+        for key in keys:
+            assert f"\n{key} = " in committed
+
+
+def test_secrets_are_masked_and_derived_keys_differ():
+    s = load_settings(None, env={}, overrides=SECRET)
+    assert s.as_dict()["server"]["secret_key"] == "********"
+    assert s.derived_key("a") != s.derived_key("b") and len(s.derived_key("a")) == 32
