@@ -57,6 +57,28 @@ def _url(v: str) -> str | None:
     return None
 
 
+def parse_rate(v: str) -> tuple[int, int]:
+    """'COUNT/SECONDS' -> (count, seconds)."""
+    count, _, seconds = v.partition("/")
+    return int(count), int(seconds)
+
+
+def _rate(v: str) -> str | None:
+    try:
+        count, seconds = parse_rate(v)
+    except ValueError:
+        return "must be COUNT/SECONDS, e.g. 5/900"
+    return None if count >= 1 and seconds >= 1 else "must be COUNT/SECONDS with both at least 1"
+
+
+def _seconds_list(v: str) -> str | None:
+    try:
+        values = [int(x) for x in v.split(",")]
+    except ValueError:
+        return "must be comma-separated seconds, e.g. 60,300,900"
+    return None if values and all(x >= 1 for x in values) else "must be comma-separated positive seconds"
+
+
 def _long_secret(v: str) -> str | None:
     if v.startswith("change-me"):
         return "still the example placeholder (generate one: idp config secret)"
@@ -114,11 +136,36 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "prefix": Key(str, "idp:", "Prefix of every key this provider writes, so one Redis can serve several."),
     },
     "sms": {
-        "backend": Key(str, "console", "console (prints), file (appends JSON lines to `outbox`) or http.",
+        "backend": Key(str, "console",
+                       "console (prints), file (appends JSON lines to `outbox`) or http (a gateway: the http_* keys).",
                        _one_of("console", "file", "http")),
         "outbox": Key(str, "instance/sms-outbox.jsonl",
                       "Path of the JSON-lines outbox for the file backend: one\n"
                       '{"to", "code", "text", "sent_at"} object per message.'),
+        "http_provider": Key(str, "webhook",
+                             "Protocol of the http backend: webhook (POSTs {\"to\", \"code\", \"text\", \"sent_at\"} as JSON\n"
+                             "to `http_url`; any 2xx is success) or kavenegar (Kavenegar's verify/lookup OTP API).",
+                             _one_of("webhook", "kavenegar")),
+        "http_url": Key(str, "",
+                        "webhook: the URL to POST to (required). kavenegar: the API base URL, empty for\n"
+                        "https://api.kavenegar.com. https only (plain http is allowed only on loopback).",
+                        lambda v: None if v == "" else _url(v)),
+        "http_token": Key(str, "",
+                          "webhook: optional bearer token sent as `Authorization: Bearer ...`.\n"
+                          "kavenegar: the API key (required). Never logged; keep it out of the file and set\n"
+                          "IDP_SMS_HTTP_TOKEN instead.", secret=True),
+        "http_template": Key(str, "idp-otp",
+                             "kavenegar: name of the verify template (defined in the Kavenegar panel, with %token%).",
+                             lambda v: None if v and v.isascii() and not any(c.isspace() for c in v)
+                             else "must be a template name without spaces"),
+        "http_timeout_ms": Key(int, 3000,
+                               "Milliseconds to wait for the gateway to connect, and again to answer, per attempt.",
+                               lambda v: None if 100 <= v <= 30000 else "must be between 100 and 30000"),
+        "http_retries": Key(int, 2,
+                            "Further attempts after a transient failure (5xx, timeout, connection error); a refusal\n"
+                            "(4xx, bad key, no credit) is never retried. A send takes at most about\n"
+                            "(1 + http_retries) x http_timeout_ms plus a short backoff between attempts.",
+                            lambda v: None if 0 <= v <= 5 else "must be between 0 and 5"),
     },
     "keys": {
         "dir": Key(str, "keys", "Directory holding the signing keys (private keys mode 0600, never committed)."),
@@ -143,7 +190,35 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, True,
                        "Rate limits on. Set false only for load tests and conformance runs from one loopback\n"
                        "address: the server says so loudly at start. A challenge's own rules (code lifetime,\n"
-                       "single use, wrong tries per challenge) are not rate limits and are never switched off."),
+                       "single use, wrong tries per challenge) are not rate limits and are never switched off.\n"
+                       "Every limit below is COUNT/SECONDS over a sliding window, keyed by an HMAC fingerprint."),
+        "starts_per_ip": Key(str, "20/60",
+                             "Logins started (national ID + mobile submitted) per client IP. Mobile carriers put\n"
+                             "many phones behind one address: raise it if the proxy_hops setting cannot help.",
+                             _rate),
+        "code_checks_per_ip": Key(str, "60/60", "One-time codes checked per client IP.", _rate),
+        "codes_per_national_id": Key(str, "5/900",
+                                     "Codes sent per national ID (counted per national ID + mobile pair, so that\n"
+                                     "a wrong mobile behaves exactly like the right one and a stranger who does\n"
+                                     "not know the mobile cannot use up the owner's codes).", _rate),
+        "codes_per_national_id_daily": Key(str, "10/86400", "Codes sent per national ID per day (as above).", _rate),
+        "codes_per_mobile": Key(str, "20/86400",
+                                "Codes sent per mobile number, whatever the national ID (family members may\n"
+                                "share a number).", _rate),
+        "resend_after": Key(int, 60, "Seconds before a code may be sent again for the same login.", _at_least(0)),
+        "failures_before_cooloff": Key(int, 10,
+                                       "Consecutive wrong codes for a national ID (and mobile) that start a cool-off.",
+                                       _at_least(1)),
+        "cooloff_seconds": Key(str, "60,300,900",
+                               "Escalating cool-offs, in seconds, after each further run of wrong codes; the last\n"
+                               "one repeats. Never permanent.", _seconds_list),
+        "max_consecutive_failures": Key(int, 100,
+                                        "NIST SP 800-63B cap: after this many wrong codes in a row no code is\n"
+                                        "accepted for that national ID until `failure_memory` passes without one.",
+                                        _at_least(1)),
+        "failure_memory": Key(int, 86400,
+                              "Seconds a run of wrong codes is remembered after the last one (a success clears it).",
+                              _at_least(60)),
     },
     "stats": {
         "adult_age": Key(int, 18, "Age, in full years on the day of authentication, from which a citizen is an adult.",

@@ -28,6 +28,8 @@ class PageError(Exception):
     key = "bad_request"  # page.<key>.heading / page.<key>.body
     error = "invalid_request"
 
+    wait_seconds: int | None = None
+
     def __init__(self, restart_url: str | None = None):
         super().__init__(self.key)
         self.restart_url = restart_url
@@ -67,6 +69,19 @@ class ChallengeLocked(PageError):
     error = "otp_locked"
 
 
+class TooManyRequests(PageError):
+    """A named limit or a cool-off: the person is told how long to wait."""
+
+    status = 429
+    error = "rate_limited"
+
+    def __init__(self, wait_seconds: int, cooloff: bool = False, restart_url: str | None = None):
+        super().__init__(restart_url)
+        self.wait_seconds = wait_seconds
+        self.key = "cooloff" if cooloff else "rate_limited"
+        self.error = "cooloff" if cooloff else "rate_limited"
+
+
 class SmsFailed(PageError):
     key = "sms_failed"
     status = 503
@@ -94,7 +109,9 @@ def init_app(app) -> None:
 
     @app.errorhandler(PageError)
     def page_error(exc: PageError):
-        return render_page_error(exc)
+        body, status = render_page_error(exc)
+        headers = {"Retry-After": str(exc.wait_seconds)} if exc.wait_seconds else {}
+        return body, status, headers
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):

@@ -5,7 +5,12 @@ authorization request, then the configured default. Messages are looked up by ke
 """
 from __future__ import annotations
 
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import jdatetime
 from flask import g, request
+from markupsafe import Markup, escape
 
 from .extensions import settings
 
@@ -60,6 +65,44 @@ MESSAGES: dict[str, dict[str, str]] = {
     "page.unavailable.heading": {"fa": "موقتاً در دسترس نیست", "en": "Temporarily unavailable"},
     "page.unavailable.body": {"fa": "درگاه ملی لحظه‌ای در دسترس نیست. چند لحظه بعد دوباره امتحان کنید.",
                               "en": "The national sign-in is briefly unavailable. Please try again in a moment."},
+    "page.cooloff.heading": {"fa": "کمی صبر کنید", "en": "Please wait a little"},
+    "page.cooloff.body": {"fa": "چند بار کد نادرست وارد شد. برای امنیت شما، {wait} دیگر دوباره امتحان کنید.",
+                          "en": "Several wrong codes were entered. For your safety, try again in {wait}."},
+    "page.rate_limited.heading": {"fa": "درخواست‌ها زیاد است", "en": "Too many attempts"},
+    "page.rate_limited.body": {"fa": "برای امنیت شما، {wait} دیگر دوباره امتحان کنید.",
+                               "en": "For your safety, please try again in {wait}."},
+    "otp.resend": {"fa": "ارسال دوباره‌ی کد", "en": "Send the code again"},
+    "otp.resend_wait": {"fa": "ارسال دوباره تا {seconds} ثانیه‌ی دیگر ممکن است.",
+                        "en": "You can ask for a new code in {seconds} seconds."},
+    "otp.resent": {"fa": "کد تازه فرستاده شد.", "en": "A new code was sent."},
+    "account.title": {"fa": "حساب درگاه ملی", "en": "Your national sign-in account"},
+    "account.authenticator": {"fa": "برنامه‌ی احراز هویت", "en": "Authenticator app"},
+    "account.authenticator_on": {"fa": "برنامه‌ی احراز هویت شما فعال است و می‌توانید به جای پیامک از کد آن استفاده کنید.",
+                                 "en": "Your authenticator app is set up: you can use its code instead of an SMS."},
+    "account.authenticator_off": {"fa": "با یک برنامه‌ی احراز هویت (مثل Google Authenticator) بدون انتظار برای پیامک وارد شوید.",
+                                  "en": "Sign in with an authenticator app (such as Google Authenticator) "
+                                        "without waiting for an SMS."},
+    "account.authenticator_setup": {"fa": "راه‌اندازی برنامه‌ی احراز هویت", "en": "Set up an authenticator app"},
+    "account.authenticator_replace": {"fa": "جایگزینی برنامه‌ی احراز هویت", "en": "Replace the authenticator app"},
+    "account.authenticator_replacing": {"fa": "با تأیید برنامه‌ی تازه، برنامه‌ی قبلی دیگر کار نمی‌کند.",
+                                        "en": "Once the new app is confirmed, the old one stops working."},
+    "account.step_scan": {"fa": "در برنامه، گزینه‌ی افزودن حساب را بزنید و این کد QR را اسکن کنید.",
+                          "en": "In the app, choose to add an account and scan this QR code."},
+    "account.step_confirm": {"fa": "کد ۶ رقمی‌ای را که برنامه نشان می‌دهد وارد کنید.",
+                             "en": "Enter the 6-digit code the app shows."},
+    "account.qr_alt": {"fa": "کد QR برای افزودن حساب به برنامه‌ی احراز هویت",
+                       "en": "QR code that adds this account to an authenticator app"},
+    "account.manual": {"fa": "نمی‌توانید اسکن کنید؟ این کلید را در برنامه وارد کنید:",
+                       "en": "Can't scan? Type this key into the app:"},
+    "account.confirm": {"fa": "تأیید", "en": "Confirm"},
+    "account.enrolled_now": {"fa": "برنامه‌ی احراز هویت فعال شد.", "en": "Your authenticator app is set up."},
+    "error.totp_enrol": {"fa": "کد درست نیست. کد تازه‌ای را که برنامه نشان می‌دهد وارد کنید.",
+                         "en": "That code is not right. Enter the current code the app shows."},
+    "identify.use_app": {"fa": "ورود با برنامه‌ی احراز هویت", "en": "Use my authenticator app"},
+    "otp.app_heading": {"fa": "کد برنامه‌ی احراز هویت را وارد کنید", "en": "Enter your authenticator app's code"},
+    "otp.app_lead": {"fa": "اگر برای این حساب برنامه‌ی احراز هویت راه انداخته‌اید، کد ۶ رقمی آن را وارد کنید.",
+                     "en": "If you set up an authenticator app for this account, enter its 6-digit code."},
+    "otp.use_sms": {"fa": "به جای آن کد پیامک شود", "en": "Text me a code instead"},
     "page.sms_failed.heading": {"fa": "ارسال پیامک ممکن نشد", "en": "We could not send the text message"},
     "page.sms_failed.body": {"fa": "کد ورود فرستاده نشد. چند لحظه بعد دوباره امتحان کنید.",
                              "en": "The sign-in code was not sent. Please try again in a moment."},
@@ -73,6 +116,16 @@ MESSAGES: dict[str, dict[str, str]] = {
     "home.body": {"fa": "برای ورود، از سامانه‌ی دستگاهی که می‌خواهید از آن استفاده کنید دکمه‌ی «ورود با درگاه ملی» را بزنید.",
                   "en": "To sign in, use the “Sign in with the national sign-in” button of the service you want to use."},
     "switch_lang": {"fa": "English", "en": "فارسی"},
+    "switch_lang.label": {"fa": "Read this page in English", "en": "این صفحه را به فارسی بخوانید"},
+    "otp.expired_hint": {"fa": "این کد منقضی شد. کد تازه بخواهید یا دوباره شروع کنید.",
+                         "en": "This code has expired. Ask for a new one or start again."},
+    "otp.never_share": {"fa": "این کد را به هیچ‌کس ندهید؛ هیچ کارمندی آن را از شما نمی‌خواهد.",
+                         "en": "Never give this code to anyone; no official will ever ask you for it."},
+    "page.try_again": {"fa": "تلاش دوباره", "en": "Try again"},
+    "page.home": {"fa": "صفحه‌ی نخست درگاه", "en": "The sign-in home page"},
+    "otp.resend_ready": {"fa": "اکنون می‌توانید کد تازه بخواهید.", "en": "You can now ask for a new code."},
+    "error_prefix": {"fa": "خطا", "en": "Error"},
+    "time.a_moment": {"fa": "چند لحظه", "en": "a moment"},
 }
 
 
@@ -104,16 +157,75 @@ def digits(text: object) -> str:
     return text.translate(_TO_PERSIAN) if current_lang() == "fa" else text
 
 
+def duration(seconds: int) -> str:
+    """A wait in words: minutes when it is a minute or more, else seconds.
+
+    A no-break space keeps the number with its unit when the sentence wraps on a narrow phone.
+    """
+    seconds = max(1, int(seconds))
+    if seconds >= 60:
+        minutes = -(-seconds // 60)
+        return digits(minutes) + ("\u00a0دقیقه" if current_lang() == "fa" else
+                                  ("\u00a0minute" if minutes == 1 else "\u00a0minutes"))
+    return digits(seconds) + ("\u00a0ثانیه" if current_lang() == "fa" else
+                              ("\u00a0second" if seconds == 1 else "\u00a0seconds"))
+
+
 def t(key: str, **values: object) -> str:
-    """The message for a key in the page's language, with values (digits localized) filled in."""
+    """The message for a key in the page's language, with values (digits localized) filled in.
+
+    A value that is already ``Markup`` (such as ``ltr(mobile)``) is put in as it is, and then
+    the whole message is Markup with everything else escaped.
+    """
     lang = current_lang()
     text = MESSAGES[key][lang]
-    return text.format(**{k: digits(v) for k, v in values.items()}) if values else text
+    if not values:
+        return text
+    if any(isinstance(v, Markup) for v in values.values()):
+        return Markup(escape(text)).format(**{k: v if isinstance(v, Markup) else digits(v)
+                                              for k, v in values.items()})
+    return text.format(**{k: digits(v) for k, v in values.items()})
+
+
+def ltr(value: object) -> Markup:
+    """A left-to-right island (a mobile number, a code) in a right-to-left sentence, digits localized."""
+    return Markup('<bdi dir="ltr">{}</bdi>').format(digits(value))
+
+
+def isolate(value: object) -> Markup:
+    """Text of unknown direction (an agency's name) isolated so it cannot reorder its sentence."""
+    return Markup("<bdi>{}</bdi>").format(value)
+
+
+#: Dates are shown in Iran's time when they carry a time zone.
+IRAN = ZoneInfo("Asia/Tehran")
+_EN_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+              "October", "November", "December")
+
+
+def jdate(value: date | datetime | str | None) -> str:
+    """A date as a person reads it: Jalali with Persian month names in fa, Gregorian in en.
+
+    ``2024-06-15`` is ``۲۶ خرداد ۱۴۰۳`` in Persian and ``15 June 2024`` in English. Accepts a
+    date, a datetime (aware ones are first put in Iran's time) or an ISO 8601 string.
+    """
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value) if "T" in value or " " in value else date.fromisoformat(value)
+    if isinstance(value, datetime):
+        value = (value.astimezone(IRAN) if value.tzinfo else value).date()
+    if current_lang() == "fa":
+        j = jdatetime.date.fromgregorian(date=value)
+        return digits(f"{j.day} {jdatetime.date.j_months_fa[j.month - 1]} {j.year}")
+    return f"{value.day} {_EN_MONTHS[value.month - 1]} {value.year}"
 
 
 def init_app(app) -> None:
     """Expose t(), digits() and the language to templates; remember an explicit choice."""
-    app.jinja_env.globals.update(t=t, digits=digits, current_lang=current_lang)
+    app.jinja_env.globals.update(t=t, digits=digits, current_lang=current_lang, duration=duration, ltr=ltr,
+                                 isolate=isolate)
+    app.jinja_env.filters["jdate"] = jdate
     app.jinja_env.filters["combine_lang"] = lambda args, lang: {**args, "lang": lang}
 
     @app.after_request

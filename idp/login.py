@@ -2,19 +2,22 @@
 
 The contract (DESIGN §5): a form with ``national_id`` and ``mobile`` and hidden CSRF input,
 then a form with ``otp``, then back to ``/authorize/resume`` and on to the agency.
+
+Limits are checked before anything is looked up or verified (ratelimit.py), and every path
+a stranger can take does the same work and shows the same page whether or not the national
+ID is registered and the mobile is its owner's.
 """
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
-from . import audit, citizens, otp, sessions
-from .errors import ChallengeExpired, ChallengeLocked, InteractionGone, SmsFailed
+from . import audit, citizens, otp, ratelimit, sessions, totp
+from .errors import ChallengeExpired, ChallengeLocked, InteractionGone, SmsFailed, TooManyRequests
 from .extensions import db
 from .i18n import current_lang, t, use_ui_locales
-from .models import Client
+from .models import Citizen, Client
 from .national_id import InvalidMobile, InvalidNationalId, mask_mobile, normalize_digits, parse_mobile, \
     parse_national_id
-from .sms import SmsError
 
 bp = Blueprint("login", __name__, url_prefix="/login")
 
@@ -29,8 +32,19 @@ def _interaction(rid: str | None) -> dict:
 
 
 def _client_name(interaction: dict) -> str:
+    if interaction.get("return_to"):
+        return t("account.title")
     client = db.session.execute(db.select(Client).filter_by(client_id=interaction["client_id"])).scalar_one()
-    return (client.name_fa if current_lang() == "fa" and client.name_fa else client.name)
+    return client.name_fa if current_lang() == "fa" and client.name_fa else client.name
+
+
+def _limited(exc: ratelimit.RateLimited, rid: str) -> TooManyRequests:
+    return TooManyRequests(exc.retry_after, cooloff=exc.cooloff, restart_url=url_for("login.identify", r=rid))
+
+
+def _identify_page(rid: str, interaction: dict, errors: dict, values: dict, status: int = 200):
+    return render_template("identify.html", rid=rid, client_name=_client_name(interaction), errors=errors,
+                           values=values), status
 
 
 @bp.get("")
@@ -38,7 +52,7 @@ def identify():
     """The first form: national ID and mobile."""
     rid = request.args.get("r")
     interaction = _interaction(rid)
-    return render_template("identify.html", rid=rid, client_name=_client_name(interaction), errors={}, values={})
+    return _identify_page(rid, interaction, {}, {})
 
 
 @bp.post("")
@@ -46,6 +60,10 @@ def identify_submit():
     """Check the two fields; open a challenge (a code is sent only to the registered owner)."""
     rid = request.args.get("r")
     interaction = _interaction(rid)
+    try:
+        ratelimit.check_ip("starts_per_ip")
+    except ratelimit.RateLimited as exc:
+        raise _limited(exc, rid) from None
     raw_nid, raw_mobile = request.form.get("national_id", ""), request.form.get("mobile", "")
     errors = {}
     try:
@@ -58,23 +76,40 @@ def identify_submit():
         errors["mobile"] = t("error.mobile")
     if errors:
         values = {"national_id": normalize_digits(raw_nid)[:10], "mobile": normalize_digits(raw_mobile)[:16]}
-        return render_template("identify.html", rid=rid, client_name=_client_name(interaction),
-                               errors=errors, values=values), 400
+        return _identify_page(rid, interaction, errors, values, 400)
 
+    keys = ratelimit.Keys.of(national_id, mobile, audit.client_ip())
+    subject_fp = audit.fingerprint("nid", national_id)
+    try:
+        ratelimit.check_send(keys)
+    except ratelimit.RateLimited as exc:
+        raise _limited(exc, rid) from None
     citizen = citizens.find_by_national_id(national_id)
     matched = citizen is not None and citizen.mobile == mobile
-    try:
-        challenge_id = otp.start(citizen.id if matched else None, mobile)
-    except SmsError:
-        audit.record("sms_failed", national_id=national_id, client_id=interaction["client_id"])
-        raise SmsFailed(restart_url=url_for("login.identify", r=rid))
-    audit.record("login_started", national_id=national_id, client_id=interaction["client_id"],
-                 matched=matched, **({"code_sent_to": mask_mobile(mobile)} if matched else {}))
-    interaction.update({"challenge": challenge_id, "mobile_masked": mask_mobile(mobile),
-                        "nid_fp": audit.fingerprint("nid", national_id)})
+    kind = "totp" if request.form.get("method") == "totp" else "sms"
+    challenge_id = otp.start(citizen.id if matched else None, mobile, kind=kind,
+                             totp_ready=matched and totp.is_enrolled(citizen))
+    audit.record("login_started", subject_fp=subject_fp, client_id=interaction["client_id"],
+                 code_to=mask_mobile(mobile), matched=matched)
+    interaction.update({"challenge": challenge_id, "mobile_masked": mask_mobile(mobile), "nid_fp": subject_fp,
+                        "pair_fp": keys.pair, "mobile_fp": keys.mobile})
     if not sessions.update_interaction(rid, interaction):
         raise InteractionGone()
     return redirect(url_for("login.code", r=rid), code=303)
+
+
+def _code_page(rid: str, interaction: dict, error: str | None = None, notice: str | None = None,
+               status: int = 200):
+    """The code form, or the page that says why it cannot be used."""
+    restart = url_for("login.identify", r=rid)
+    state = otp.status(interaction["challenge"])
+    if state is None:
+        raise ChallengeExpired(restart_url=restart)
+    if state["failed"]:
+        raise SmsFailed(restart_url=url_for("login.code", r=rid))
+    return render_template("otp.html", rid=rid, mobile=interaction["mobile_masked"], seconds=state["seconds"],
+                           resend_in=state["resend_in"], resend_url=url_for("login.resend", r=rid),
+                           kind=state["kind"], error=error, notice=notice), status
 
 
 @bp.get("/code")
@@ -84,10 +119,29 @@ def code():
     interaction = _interaction(rid)
     if not interaction.get("challenge"):
         return redirect(url_for("login.identify", r=rid), code=303)
-    seconds = otp.remaining_seconds(interaction["challenge"])
-    if seconds <= 0:
-        raise ChallengeExpired(restart_url=url_for("login.identify", r=rid))
-    return render_template("otp.html", rid=rid, mobile=interaction["mobile_masked"], seconds=seconds, error=None)
+    return _code_page(rid, interaction, notice=t("otp.resent") if request.args.get("sent") else None)
+
+
+@bp.post("/resend")
+def resend():
+    """Send a new code for the same challenge, after the wait (or at once after a failed send)."""
+    rid = request.args.get("r")
+    interaction = _interaction(rid)
+    if not interaction.get("challenge"):
+        return redirect(url_for("login.identify", r=rid), code=303)
+    try:
+        ratelimit.check_ip("starts_per_ip")
+        ratelimit.check_send(ratelimit.Keys(ip="", pair=interaction["pair_fp"], mobile=interaction["mobile_fp"]))
+        otp.resend(interaction["challenge"])
+    except ratelimit.RateLimited as exc:
+        raise _limited(exc, rid) from None
+    except otp.ResendTooSoon as exc:
+        return _code_page(rid, interaction, error=t("otp.resend_wait", seconds=exc.wait), status=429)
+    except otp.OtpExpired:
+        raise ChallengeExpired(restart_url=url_for("login.identify", r=rid)) from None
+    audit.record("code_resent", subject_fp=interaction.get("nid_fp"), client_id=interaction["client_id"],
+                 code_to=interaction["mobile_masked"])
+    return redirect(url_for("login.code", r=rid, sent=1), code=303)
 
 
 @bp.post("/code")
@@ -99,33 +153,37 @@ def code_submit():
     restart = url_for("login.identify", r=rid)
     if not challenge_id:
         return redirect(restart, code=303)
+    pair_fp, subject_fp = interaction["pair_fp"], interaction.get("nid_fp")
+    try:
+        ratelimit.check_ip("code_checks_per_ip")
+        ratelimit.check_cooloff(pair_fp)
+    except ratelimit.RateLimited as exc:
+        raise _limited(exc, rid) from None
     entered = normalize_digits(request.form.get("otp", ""))[:16]
     if not (len(entered) == 6 and entered.isascii() and entered.isdigit()):
-        seconds = otp.remaining_seconds(challenge_id)
-        if seconds <= 0:
-            raise ChallengeExpired(restart_url=restart)
-        return render_template("otp.html", rid=rid, mobile=interaction["mobile_masked"], seconds=seconds,
-                               error=t("error.otp_format")), 400
+        return _code_page(rid, interaction, error=t("error.otp_format"), status=400)
     try:
-        citizen_id = otp.verify(challenge_id, entered)
-    except otp.OtpInvalid as exc:
-        audit.record("otp_wrong", subject_fp=interaction.get("nid_fp"), client_id=interaction["client_id"])
-        return render_template("otp.html", rid=rid, mobile=interaction["mobile_masked"],
-                               seconds=otp.remaining_seconds(challenge_id),
-                               error=t("error.otp_invalid", remaining=exc.remaining)), 400
-    except otp.TooManyAttempts:
-        audit.record("otp_locked", subject_fp=interaction.get("nid_fp"), client_id=interaction["client_id"])
-        raise ChallengeLocked(restart_url=restart)
+        citizen_id, method = otp.verify(challenge_id, entered)
+    except (otp.OtpInvalid, otp.TooManyAttempts) as exc:
+        locked = isinstance(exc, otp.TooManyAttempts)
+        audit.record("otp_locked" if locked else "otp_wrong", subject_fp=subject_fp,
+                     client_id=interaction["client_id"])
+        wait = ratelimit.record_wrong_code(pair_fp, subject_fp)
+        if wait:
+            raise TooManyRequests(wait, cooloff=True, restart_url=restart) from None
+        if locked:
+            raise ChallengeLocked(restart_url=restart) from None
+        return _code_page(rid, interaction, error=t("error.otp_invalid", remaining=exc.remaining), status=400)
     except otp.OtpExpired:
-        raise ChallengeExpired(restart_url=restart)
+        raise ChallengeExpired(restart_url=restart) from None
 
-    citizen = db.session.get(citizens.Citizen, citizen_id)
+    ratelimit.record_right_code(pair_fp)
+    citizen = db.session.get(Citizen, citizen_id)
     response = make_response(redirect(url_for("oidc.resume", r=rid), code=303))
-    session = sessions.create_session(citizen.id, "sms", response)
+    session = sessions.create_session(citizen.id, method, response)
     interaction.update({"sid": session["sid"], "challenge": None})
     if not sessions.update_interaction(rid, interaction):
         raise InteractionGone()
-    citizens.record_authentication(citizen, interaction["client_id"], "sms")
-    audit.record("login_succeeded", national_id=citizen.national_id, client_id=interaction["client_id"],
-                 method="sms")
+    citizens.record_authentication(citizen, interaction["client_id"], method)
+    audit.record("login_succeeded", subject_fp=subject_fp, client_id=interaction["client_id"], method=method)
     return response

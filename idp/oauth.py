@@ -35,7 +35,7 @@ from .models import Citizen, Client
 
 #: acr values (OIDC Core §2) and amr values (RFC 8176) per factor the citizen proved.
 ACR = {"sms": "urn:idp:acr:sms", "totp": "urn:idp:acr:totp"}
-AMR = {"sms": ["sms", "otp"], "totp": ["otp", "swk"]}
+AMR = {"sms": ["sms"], "totp": ["otp"]}
 SCOPES = ["openid", "profile", "phone"]
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 

@@ -134,7 +134,10 @@ def resume():
     if not interaction or not session or interaction.get("sid") != session["sid"]:
         raise InteractionGone()
     sessions.end_interaction(rid)
-    response = _authorize(_replayed_request(interaction["args"]), session, fresh=True)
+    if interaction.get("return_to"):
+        response = redirect(interaction["return_to"], code=303)
+    else:
+        response = _authorize(_replayed_request(interaction["args"]), session, fresh=True)
     sessions.release_interaction(response, rid)
     return response
 

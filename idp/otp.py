@@ -1,20 +1,30 @@
-"""One-time codes (NIST SP 800-63B §5.1.3): start a challenge, verify a code.
+"""One-time codes (NIST SP 800-63B §5.1.3): start a challenge, resend, verify.
 
 A code is 6 digits from a CSPRNG, stored only as a keyed hash, valid ``otp_ttl`` seconds,
 single use, and a challenge ends after ``otp_attempts`` wrong codes. A challenge is also
 created when the national ID and mobile do not match a citizen, with no code that can ever
 match, so a stranger cannot tell the two apart from the pages they see.
+
+The SMS itself is handed to a small per-process pool of sender threads, so the request
+takes the same time whether or not a message goes out (no timing oracle for registered
+pairs) and a slow gateway never holds a web worker. The challenge records the outcome;
+on a failure the person is told and may resend: the challenge is not spent.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app
 
 from .extensions import settings, store
-from .sms import message_text
+from .sms import SmsError, message_text
+
+log = logging.getLogger("idp.otp")
 
 
 class OtpError(Exception):
@@ -37,6 +47,14 @@ class TooManyAttempts(OtpError):
     """The challenge ended after too many wrong codes."""
 
 
+class ResendTooSoon(OtpError):
+    """A new code may be sent only ``wait`` seconds from now."""
+
+    def __init__(self, wait: int):
+        super().__init__(f"wait {wait}s")
+        self.wait = wait
+
+
 def _code_hash(challenge_id: str, code: str) -> str:
     return hmac.new(settings.derived_key("otp"), f"{challenge_id}\x00{code}".encode(), hashlib.sha256).hexdigest()
 
@@ -46,35 +64,110 @@ def new_code() -> str:
     return f"{secrets.randbelow(10**6):06d}"
 
 
-def start(citizen_id: int | None, mobile: str | None) -> str:
-    """Open a challenge and send its code when there is a citizen; returns the challenge id.
+def _pool() -> ThreadPoolExecutor:
+    app = current_app._get_current_object()
+    pool = app.extensions.get("idp.sms_pool")
+    if pool is None:
+        pool = app.extensions["idp.sms_pool"] = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sms")
+    return pool
 
-    For an unknown pair (``citizen_id`` None) the challenge holds a random hash that no code
-    matches, and nothing is sent.
+
+def _deliver(sender, st, challenge_id: str, send_id: str, to: str, code: str, text: str) -> None:
+    """In a sender thread: send, then record the outcome on the challenge, unless a newer code
+    was queued meanwhile (a late failure must not hide a resend that worked)."""
+    state = "sent"
+    try:
+        sender.send(to, code, text)
+    except SmsError as exc:
+        log.warning("sms not sent (challenge %s…): %s", challenge_id[:6], exc)
+        state = "failed"
+    except Exception:  # noqa: BLE001 - a sender bug must not kill the pool thread silently
+        log.exception("sms sender crashed")
+        state = "failed"
+    st.set_sms_health(state == "sent")
+    current = st.get_challenge(challenge_id)
+    if current is not None and current.get("send_id") == send_id:
+        st.update_challenge(challenge_id, {"state": state})
+
+
+def _dispatch(challenge_id: str, send_id: str, citizen_id: str, to: str, code: str) -> None:
+    """Queue the message for a registered pair; for an unknown pair queue nothing, equally fast."""
+    if not citizen_id:
+        return
+    app = current_app._get_current_object()
+    _pool().submit(_deliver, app.extensions["idp.sms"], app.extensions["idp.store"], challenge_id, send_id, to,
+                   code, message_text(code, settings.server.issuer))
+
+
+def start(citizen_id: int | None, mobile: str, kind: str = "sms", totp_ready: bool = False) -> str:
+    """Open a challenge; returns its id. ``kind`` is sms (a code is queued for a citizen) or totp
+    (the code comes from the citizen's authenticator app; nothing is sent).
+
+    For an unknown pair (``citizen_id`` None), or an app code asked of a citizen with no app,
+    no code can ever match, and the pages look exactly the same.
     """
     challenge_id = secrets.token_urlsafe(24)
+    send_id = secrets.token_hex(4)
     code = new_code()
-    if citizen_id is not None:
-        fields = {"code_hash": _code_hash(challenge_id, code), "citizen_id": str(citizen_id)}
-    else:
-        fields = {"code_hash": secrets.token_hex(32), "citizen_id": ""}
-    store.put_challenge(challenge_id, fields, ttl=settings.login.otp_ttl)
-    if citizen_id is not None:
-        current_app.extensions["idp.sms"].send(mobile, code, message_text(code, settings.server.issuer))
+    cid = "" if citizen_id is None else str(citizen_id)
+    sends = kind == "sms" and cid
+    store.put_challenge(challenge_id, {"code_hash": _code_hash(challenge_id, code) if sends else secrets.token_hex(32),
+                                       "citizen_id": cid, "to": mobile, "kind": kind,
+                                       "totp": "1" if (kind == "totp" and totp_ready and cid) else "",
+                                       "sent_at": str(int(time.time())), "state": "queued", "send_id": send_id},
+                        ttl=settings.login.otp_ttl)
+    if kind == "sms":
+        _dispatch(challenge_id, send_id, cid, mobile, code)
     return challenge_id
 
 
-def remaining_seconds(challenge_id: str) -> int:
-    """Seconds until the challenge expires (0 when it is gone)."""
+def resend(challenge_id: str) -> None:
+    """A new SMS code for the same challenge (wrong tries so far still count); from an app-code
+    challenge this switches to SMS at once."""
     challenge = store.get_challenge(challenge_id)
-    return int(challenge["ttl"]) if challenge else 0
+    if challenge is None:
+        raise OtpExpired()
+    wait = resend_wait(challenge)
+    if wait:
+        raise ResendTooSoon(wait)
+    code = new_code()
+    send_id = secrets.token_hex(4)
+    cid = challenge["citizen_id"]
+    code_hash = _code_hash(challenge_id, code) if cid else secrets.token_hex(32)
+    if not store.update_challenge(challenge_id, {"code_hash": code_hash, "sent_at": str(int(time.time())),
+                                                 "state": "queued", "kind": "sms", "totp": "", "send_id": send_id},
+                                  ttl=settings.login.otp_ttl):
+        raise OtpExpired()
+    _dispatch(challenge_id, send_id, cid, challenge["to"], code)
 
 
-def verify(challenge_id: str, code: str) -> int:
-    """The citizen id when the code is right; otherwise raises an OtpError.
+def resend_wait(challenge: dict) -> int:
+    """Seconds before a new code may be sent (0 at once after a failed send or for an app code)."""
+    if challenge.get("state") == "failed" or challenge.get("kind") == "totp":
+        return 0
+    return max(0, int(challenge.get("sent_at", 0)) + settings.limits.resend_after - int(time.time()))
+
+
+def status(challenge_id: str) -> dict | None:
+    """What the code page shows: seconds left, seconds before a resend, whether sending failed."""
+    challenge = store.get_challenge(challenge_id)
+    if challenge is None:
+        return None
+    kind = challenge.get("kind", "sms")
+    failed = kind == "sms" and (challenge.get("state") == "failed"
+                                or (not challenge["citizen_id"] and store.sms_failing()))
+    return {"seconds": int(challenge["ttl"]), "resend_in": resend_wait(challenge), "failed": failed, "kind": kind}
+
+
+def verify(challenge_id: str, code: str) -> tuple[int, str]:
+    """(citizen id, method) when the code is right; otherwise raises an OtpError.
 
     The attempt is counted before the comparison, so parallel guesses each use up a try.
     """
+    from . import totp
+    from .extensions import db
+    from .models import Citizen
+
     limit = settings.login.otp_attempts
     challenge = store.get_challenge(challenge_id)
     if challenge is None:
@@ -85,11 +178,17 @@ def verify(challenge_id: str, code: str) -> int:
     if attempts > limit:
         store.consume_challenge(challenge_id)
         raise TooManyAttempts()
-    ok = hmac.compare_digest(challenge["code_hash"], _code_hash(challenge_id, code))
-    if ok and challenge["citizen_id"]:
+    method = challenge.get("kind", "sms")
+    if method == "totp":
+        citizen = db.session.get(Citizen, int(challenge["citizen_id"])) if challenge["totp"] else None
+        ok = citizen is not None and totp.check(citizen, code)
+    else:
+        ok = hmac.compare_digest(challenge["code_hash"], _code_hash(challenge_id, code)) and bool(
+            challenge["citizen_id"])
+    if ok:
         if not store.consume_challenge(challenge_id):
             raise OtpExpired()  # a parallel request used the code first
-        return int(challenge["citizen_id"])
+        return int(challenge["citizen_id"]), method
     if attempts >= limit:
         store.consume_challenge(challenge_id)
         raise TooManyAttempts()

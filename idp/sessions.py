@@ -30,11 +30,15 @@ def _cookie_args() -> dict[str, Any]:
 
 # ---- interactions ------------------------------------------------------------------------------
 
-def start_interaction(args: list[tuple[str, str]], client_id: str) -> str:
-    """Pause an authorization request; returns its id. Call bind_interaction on the response."""
+ACCOUNT_CLIENT = "idp-account"
+
+
+def start_interaction(args: list[tuple[str, str]], client_id: str, return_to: str | None = None) -> str:
+    """Pause an authorization request (or, with ``return_to``, a visit to the citizen's own
+    account pages); returns its id. Call bind_interaction on the response."""
     rid = secrets.token_urlsafe(24)
-    store.put_pending(rid, {"args": args, "client_id": client_id, "created": int(time.time())},
-                      ttl=settings.login.pending_ttl)
+    store.put_pending(rid, {"args": args, "client_id": client_id, "created": int(time.time()),
+                            "return_to": return_to}, ttl=settings.login.pending_ttl)
     return rid
 
 

@@ -8,20 +8,27 @@ Key schema (all under the configured prefix):
 
 ====================================  =========================================================
 ``req:{id}``                          a paused authorization request (JSON), until login ends
-``otp:{id}``                          an OTP challenge (hash: code hash, citizen, attempts)
+``otp:{id}``                          an OTP challenge (hash: code hash, citizen, attempts, state)
+``sms-down``                          set for a minute after the SMS gateway failed
+``totp-new:{sid}``                    an authenticator secret shown but not yet confirmed
 ``sess:{sid}``                        a single sign-on session (JSON)
 ``code:{sha256(code)}``               an authorization code's grant (JSON); consumed by GETDEL
 ``code-used:{sha256(code)}``          marks a redeemed code, to detect and punish replay
 ``nonce:{client}:{sha256(nonce)}``    a nonce already bound to a code (replay detection)
 ``revoked-at:{jti}``                  an access token revoked before its expiry
 ``hll:day:{date}[:{client}]``         HyperLogLog of today's unique citizens (live figures)
+``rl:{limit}:{fingerprint}``          a sliding-window log (sorted set of hit times) of one limit
+``fail:{fingerprint}``                consecutive wrong codes of a national ID + mobile pair
+``cool:{fingerprint}``                a cool-off in force (its TTL is the wait)
 ====================================  =========================================================
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
+import time
 from typing import Any
 
 import redis
@@ -116,6 +123,31 @@ class Store:
             return None
         fields["ttl"] = str(max(ttl, 0))
         return fields
+
+    def update_challenge(self, challenge_id: str, fields: dict[str, str], ttl: int | None = None) -> bool:
+        """Change fields of a live challenge (and optionally its lifetime); False if it is gone."""
+        key = self._k("otp", challenge_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.exists(key)
+        pipe.hset(key, mapping=fields)
+        if ttl:
+            pipe.expire(key, ttl)
+        exists = pipe.execute()[0]
+        if not exists:
+            self.redis.delete(key)  # HSET on a missing key made one without a TTL
+            return False
+        return True
+
+    def set_sms_health(self, ok: bool, ttl: int = 60) -> None:
+        """Remember for a minute that the SMS gateway is failing (or forget it)."""
+        if ok:
+            self.redis.delete(self._k("sms-down"))
+        else:
+            self.redis.set(self._k("sms-down"), "1", ex=ttl)
+
+    def sms_failing(self) -> bool:
+        """Whether a send failed in the last minute."""
+        return bool(self.redis.exists(self._k("sms-down")))
 
     def count_challenge_attempt(self, challenge_id: str) -> int:
         """Atomically count one wrong code; returns the total so far (0 if the challenge is gone)."""
@@ -212,6 +244,81 @@ class Store:
         """Approximate unique citizens on a day (overall, or for one client)."""
         key = self._k("hll", "day", day, client_id) if client_id else self._k("hll", "day", day)
         return int(self.redis.pfcount(key))
+
+    # ---- authenticator enrolment ----------------------------------------------------------
+    def put_pending_totp(self, sid: str, secret: str, ttl: int) -> None:
+        """A secret shown to the person, waiting for its first code."""
+        self.redis.set(self._k("totp-new", sid), secret, ex=ttl)
+
+    def get_pending_totp(self, sid: str) -> str | None:
+        return self.redis.get(self._k("totp-new", sid))
+
+    def delete_pending_totp(self, sid: str) -> None:
+        self.redis.delete(self._k("totp-new", sid))
+
+    # ---- rate limits ------------------------------------------------------------------------
+    def hit_window(self, limit: str, fp: str, count: int, period: int) -> int:
+        """Record one hit in a sliding window; returns 0 if allowed, else seconds to wait.
+
+        A sorted set of hit times per key: old hits are trimmed, this hit is added, and if the
+        window is then over its count the hit is taken back (a refused attempt does not extend
+        the wait). One round trip when allowed.
+        """
+        key = self._k("rl", limit, fp)
+        now = time.time()
+        member = f"{now:.6f}:{os.urandom(4).hex()}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, 0, now - period)
+        pipe.zadd(key, {member: now})
+        pipe.zcard(key)
+        pipe.zrange(key, 0, 0, withscores=True)
+        pipe.expire(key, period)
+        _, _, total, oldest, _ = pipe.execute()
+        if total <= count:
+            return 0
+        self.redis.zrem(key, member)
+        first = oldest[0][1] if oldest else now
+        return max(1, int(first + period - now + 0.999))
+
+    def window_wait(self, limit: str, fp: str, count: int, period: int) -> int:
+        """Seconds until one more hit would be allowed (0 now), without recording a hit."""
+        key = self._k("rl", limit, fp)
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(key, now - period, "+inf")
+        pipe.zrangebyscore(key, now - period, "+inf", start=0, num=1, withscores=True)
+        total, oldest = pipe.execute()
+        if total < count:
+            return 0
+        return max(1, int(oldest[0][1] + period - now + 0.999)) if oldest else 0
+
+    def count_failure(self, fp: str, memory: int) -> int:
+        """One more consecutive wrong code for a pair; returns the run's length."""
+        key = self._k("fail", fp)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, memory)
+        total, _ = pipe.execute()
+        return int(total)
+
+    def clear_failures(self, fp: str) -> None:
+        """A right code ends the run of wrong ones."""
+        self.redis.delete(self._k("fail", fp), self._k("cool", fp))
+
+    def start_cooloff(self, fp: str, seconds: int) -> None:
+        """Refuse codes for this pair for a while."""
+        self.redis.set(self._k("cool", fp), "1", ex=max(1, seconds))
+
+    def cooloff_left(self, fp: str) -> int:
+        """Seconds left in a cool-off (0 when none)."""
+        ttl = self.redis.ttl(self._k("cool", fp))
+        return max(0, int(ttl or 0))
+
+    def reset_limits(self, fps: list[str]) -> int:
+        """Clear windows, failures and cool-offs of some fingerprints (an operator's decision)."""
+        keys = [k for fp in fps for k in self.redis.scan_iter(match=self._k("rl", "*", fp))]
+        keys += [self._k("fail", fp) for fp in fps] + [self._k("cool", fp) for fp in fps]
+        return int(self.redis.delete(*keys)) if keys else 0
 
     # ---- health -----------------------------------------------------------------------------
     def ping(self) -> bool:

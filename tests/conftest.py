@@ -25,6 +25,9 @@ REDIS_URL = os.environ.get("IDP_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+GENEROUS_IP_LIMITS = {"starts_per_ip": "100000/60", "code_checks_per_ip": "100000/60"}
+
+
 def need(service: str, reason: str):
     """Skip for want of a service, or fail under CI, where every service must be up."""
     if IN_CI:
@@ -144,13 +147,30 @@ def provider(request, tmp_path_factory, redis_url):
     else:
         db_url = request.getfixturevalue("postgres_url")
         _reset_postgres(db_url)
-    live = start_provider(tmp, db_url, redis_url)
+    # Every test request comes from 127.0.0.1: the per-IP limits are tested on their own.
+    live = start_provider(tmp, db_url, redis_url, limits=GENEROUS_IP_LIMITS)
     yield live
     live.stop()
     with live.app.app_context():
         from idp.extensions import db
 
         db.engine.dispose()
+
+
+@pytest.fixture()
+def make_provider(tmp_path_factory, redis_url):
+    """A factory of providers on SQLite + real Redis with chosen settings (stopped after the test)."""
+    started = []
+
+    def make(**extra):
+        tmp = tmp_path_factory.mktemp("p")
+        live = start_provider(tmp, f"sqlite:///{tmp / 'idp.sqlite3'}", redis_url, **extra)
+        started.append(live)
+        return live
+
+    yield make
+    for live in started:
+        live.stop()
 
 
 def _reset_postgres(url: str) -> None:

@@ -35,10 +35,15 @@ class Outbox:
         rows = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [r for r in rows if to is None or r["to"] == to]
 
-    def last_code(self, to: str) -> str:
-        messages = self.messages(to)
-        assert messages, f"no SMS was sent to {to}"
-        return messages[-1]["code"]
+    def last_code(self, to: str, after: int = 0, timeout: float = 5.0) -> str:
+        """The newest code sent to a number, waiting for the sender thread (more than ``after`` messages)."""
+        found = wait_until(lambda: len(self.messages(to)) > after, timeout)
+        assert found, f"no SMS was sent to {to}"
+        return self.messages(to)[-1]["code"]
+
+    def settle(self, seconds: float = 0.3) -> None:
+        """Give queued messages time to land before asserting that none was sent."""
+        time.sleep(seconds)
 
 
 def form_fields(html: str) -> dict[str, str]:
@@ -103,9 +108,10 @@ class FlowClient:
         """The whole login; returns the authorization response parameters at the redirect URI."""
         page = self.start(client_id, redirect_uri, **extra)
         assert page.status_code == 200 and 'name="national_id"' in page.text, page.text[:500]
+        sent_before = len(self.provider.outbox.messages(mobile_e164(mobile)))
         page = self.follow(self.submit(page, {"national_id": national_id, "mobile": mobile}), redirect_uri)
         assert 'name="otp"' in page.text, page.text[:500]
-        code = self.provider.outbox.last_code(mobile_e164(mobile))
+        code = self.provider.outbox.last_code(mobile_e164(mobile), after=sent_before)
         final = self.follow(self.submit(page, {"otp": code}), redirect_uri)
         return redirect_params(final, redirect_uri)
 

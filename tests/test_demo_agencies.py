@@ -142,6 +142,7 @@ def test_login_at_one_agency_then_single_sign_on_into_the_other(provider, agenci
 
     page = submit(browser, page, {"national_id": national_id, "mobile": "0" + to[3:]})
     assert page.status_code == 200 and 'name="otp"' in page.text, page.text[:500]
+    provider.outbox.last_code(to)  # waits for the sender thread
     sent = provider.outbox.messages(to)
     assert len(sent) == 1
 
@@ -163,6 +164,7 @@ def test_login_at_one_agency_then_single_sign_on_into_the_other(provider, agenci
     assert at_provider == ["/authorize"], f"SSO should answer /authorize at once, not show a login page: {chain}"
     assert any(u.startswith(second.url + "/callback?") for u in chain), chain
     sub_second = assert_logged_in(page, second, "1984-06-15")
+    provider.outbox.settle()
     assert len(provider.outbox.messages(to)) == len(sent), "single sign-on must not send another code"
     assert second.client_id in token_responses
     # Both agencies share the host 127.0.0.1, hence one pairwise sector and one sub.

@@ -73,6 +73,7 @@ def test_second_agency_gets_in_without_a_code(provider):
     landing = browser.start(second_id, second_redirect)
     assert landing.is_redirect, "a live session should answer at once, without a login page"
     second = redirect_params(landing, second_redirect)
+    provider.outbox.settle()
     assert len(provider.outbox.messages(mobile)) == sent, "no new code for single sign-on"
     token = browser.exchange(second_id, second_secret, second_redirect, second["code"])
     assert token.status_code == 200, token.text

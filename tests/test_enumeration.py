@@ -1,0 +1,95 @@
+"""No enumeration: whether a national ID exists, whether the mobile is its owner's, and whether
+a limit was hit for a known or an unknown pair, the answer is the same and takes the same time.
+
+The timing is measured over HTTP, interleaving the cases in random order and comparing
+medians; a difference above the tolerance means a code path does more work for one case
+(for example, sending the SMS inside the request)."""
+from __future__ import annotations
+
+import random
+import re
+import statistics
+import time
+
+import requests
+
+from idp.national_id import make_national_id
+
+from .conftest import GENEROUS_IP_LIMITS
+from .helpers import form_fields
+
+SAMPLES = 60
+WARMUP = 10
+
+
+def _interaction(provider, client):
+    """A browser paused at the login form; returns (session, form url, csrf)."""
+    client_id, _, redirect = client
+    browser = provider.flow()
+    page = browser.start(client_id, redirect)
+    return browser.http, page.url, form_fields(page.text)["csrf_token"]
+
+
+def _measure(provider, client, cases: dict[str, tuple[str, str]]):
+    sessions = {name: _interaction(provider, client) for name in cases}
+    timings = {name: [] for name in cases}
+    bodies = {}
+    order = [name for name in cases for _ in range(SAMPLES + WARMUP)]
+    random.Random(7).shuffle(order)
+    seen = {name: 0 for name in cases}
+    for name in order:
+        http, url, csrf = sessions[name]
+        nid, mobile = cases[name]
+        t0 = time.perf_counter()
+        r = http.post(url, data={"csrf_token": csrf, "national_id": nid, "mobile": mobile},
+                      allow_redirects=False, timeout=10)
+        elapsed = time.perf_counter() - t0
+        seen[name] += 1
+        if seen[name] > WARMUP:
+            timings[name].append(elapsed)
+        bodies[name] = (r.status_code, re.sub(r"r=[A-Za-z0-9_\-]+|csrf_token[^>]*", "", r.text),
+                        sorted(k for k in r.headers if k.lower() not in ("date", "content-length", "set-cookie")))
+    return {k: statistics.median(v) for k, v in timings.items()}, bodies
+
+
+def _assert_same_time(medians: dict[str, float]):
+    base = min(medians.values())
+    tolerance = max(0.002, 0.20 * base)
+    spread = max(medians.values()) - base
+    assert spread < tolerance, f"timing differs by {spread * 1000:.2f} ms: " + ", ".join(
+        f"{k} {v * 1000:.2f} ms" for k, v in medians.items())
+
+
+def test_same_answer_and_time_whether_the_pair_is_registered(make_provider):
+    provider = make_provider(limits={**GENEROUS_IP_LIMITS, "codes_per_national_id": "100000/900",
+                                     "codes_per_national_id_daily": "100000/86400",
+                                     "codes_per_mobile": "100000/86400"})
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    cases = {"registered pair": (national_id, mobile),
+             "wrong mobile": (national_id, "+98935" + mobile[6:]),
+             "unknown national ID": (make_national_id("918273645"), mobile)}
+    medians, bodies = _measure(provider, client, cases)
+    assert len({b for b in map(lambda b: (b[0], b[1], tuple(b[2])), bodies.values())}) == 1, bodies
+    assert all(b[0] == 303 for b in bodies.values())
+    _assert_same_time(medians)
+    provider.outbox.settle()
+    assert len(provider.outbox.messages(mobile)) == SAMPLES + WARMUP
+
+
+def test_same_answer_and_time_when_a_limit_is_hit(make_provider):
+    provider = make_provider(limits={**GENEROUS_IP_LIMITS, "codes_per_national_id": "1/900"})
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    cases = {"registered pair": (national_id, mobile),
+             "wrong mobile": (national_id, "+98935" + mobile[6:]),
+             "unknown national ID": (make_national_id("918273645"), mobile)}
+    medians, bodies = _measure(provider, client, cases)
+    assert len({(b[0], b[1], tuple(b[2])) for b in bodies.values()}) == 1
+    assert all(b[0] == 429 for b in bodies.values())
+    _assert_same_time(medians)
+
+
+def test_discovery_is_not_affected(make_provider):
+    provider = make_provider()
+    assert requests.get(f"{provider.url}/.well-known/openid-configuration", timeout=5).status_code == 200

@@ -1,0 +1,224 @@
+"""Named limits through real Redis: per client IP, per national ID (+ mobile), per mobile, per
+challenge; escalating cool-offs, never permanent; HMAC fingerprints as keys; audit events."""
+from __future__ import annotations
+
+import re
+import time
+
+import redis
+import requests
+
+from .conftest import GENEROUS_IP_LIMITS
+from .helpers import FlowClient
+
+
+class Browser(FlowClient):
+    """A browser behind its own client address (the provider trusts one proxy hop)."""
+
+    def __init__(self, provider, ip: str):
+        super().__init__(provider)
+        self.http.headers["X-Forwarded-For"] = ip
+
+
+def limited(make_provider, **limits):
+    return make_provider(server={"proxy_hops": 1}, limits={**GENEROUS_IP_LIMITS, **limits})
+
+
+def start_login(provider, browser, client, national_id, mobile):
+    client_id, _, redirect = client
+    page = browser.start(client_id, redirect)
+    assert 'name="national_id"' in page.text
+    return browser.submit(page, {"national_id": national_id, "mobile": mobile}), page
+
+
+def code_page(provider, browser, client, national_id, mobile):
+    answer, _ = start_login(provider, browser, client, national_id, mobile)
+    assert answer.status_code == 303, answer.text[:300]
+    return browser.follow(answer, client[2])
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10**6:06d}"
+
+
+def test_codes_per_national_id_and_the_same_for_an_unknown_pair(make_provider):
+    provider = limited(make_provider, codes_per_national_id="3/900")
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    stranger_mobile = "+98935" + mobile[6:]
+    for typed in (mobile, stranger_mobile):
+        statuses = []
+        for i in range(4):
+            answer, _ = start_login(provider, Browser(provider, f"10.0.{len(typed)}.{i}"), client, national_id, typed)
+            statuses.append(answer.status_code)
+        assert statuses == [303, 303, 303, 429], typed
+        assert int(answer.headers["Retry-After"]) > 800
+    provider.outbox.settle()
+    assert len(provider.outbox.messages(mobile)) == 3
+    assert provider.outbox.messages(stranger_mobile) == []
+
+
+def test_limit_pages_look_the_same_for_known_and_unknown_pairs(make_provider):
+    provider = limited(make_provider, codes_per_national_id="1/900")
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    pages = []
+    for typed in (mobile, "+98935" + mobile[6:]):
+        start_login(provider, Browser(provider, "10.1.0.1"), client, national_id, typed)
+        answer, _ = start_login(provider, Browser(provider, "10.1.0.2"), client, national_id, typed)
+        assert answer.status_code == 429
+        pages.append(re.sub(r"r=[A-Za-z0-9_\-]+|csrf_token[^>]*", "", answer.text))
+    assert pages[0] == pages[1]
+
+
+def test_per_ip_starts(make_provider):
+    provider = limited(make_provider, starts_per_ip="3/60")
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = Browser(provider, "10.2.0.1")
+    statuses = [start_login(provider, browser, client, national_id, mobile)[0].status_code for _ in range(4)]
+    assert statuses == [303, 303, 303, 429]
+    other = Browser(provider, "10.2.0.2")
+    assert start_login(provider, other, client, national_id, mobile)[0].status_code == 303
+
+
+def test_resend_waits_then_sends_a_new_code_for_the_same_challenge(make_provider):
+    provider = limited(make_provider, resend_after=2)
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = Browser(provider, "10.3.0.1")
+    page = code_page(provider, browser, client, national_id, mobile)
+    first = provider.outbox.last_code(mobile)
+    assert 'data-seconds' in page.text or "resend" in page.text.lower()
+    too_soon = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
+                                 data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
+    assert too_soon.status_code == 429
+    time.sleep(2.1)
+    again = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
+                              data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
+    assert again.status_code == 303
+    second = provider.outbox.last_code(mobile, after=1)
+    page = browser.follow(again, client[2])
+    if first != second:
+        assert browser.submit(page, {"otp": first}).status_code == 400, "the replaced code no longer works"
+        page = browser.get(page.url)
+    done = browser.follow(browser.submit(page, {"otp": second}), client[2])
+    assert done.is_redirect and done.headers["Location"].startswith(client[2])
+
+
+def _csrf(html: str) -> str:
+    from .helpers import form_fields
+
+    return form_fields(html)["csrf_token"]
+
+
+def test_wrong_codes_escalate_cooloffs_and_a_right_code_clears_them(make_provider):
+    provider = limited(make_provider, failures_before_cooloff=2, cooloff_seconds="1,2", max_consecutive_failures=50)
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = Browser(provider, "10.4.0.1")
+    page = code_page(provider, browser, client, national_id, mobile)
+    code = provider.outbox.last_code(mobile)
+    assert browser.submit(page, {"otp": wrong(code)}).status_code == 400
+    cool = browser.submit(page, {"otp": wrong(code)})
+    assert cool.status_code == 429 and cool.headers["Retry-After"] == "1"
+    refused = browser.submit(page, {"otp": code})
+    assert refused.status_code == 429, "no code is checked during a cool-off, not even the right one"
+    time.sleep(1.1)
+    assert browser.submit(page, {"otp": wrong(code)}).status_code == 400
+    cool = browser.submit(page, {"otp": wrong(code)})
+    assert cool.status_code == 429 and cool.headers["Retry-After"] == "2"
+    time.sleep(2.1)
+    # The challenge has 1 try left (4 wrong so far): the right code gets in and clears the run.
+    done = browser.follow(browser.submit(page, {"otp": code}), client[2])
+    assert done.is_redirect
+    assert _redis(provider).get(f"{provider.settings.store.prefix}fail:{_pair(provider, national_id, mobile)}") is None
+
+
+def test_failures_are_capped_per_citizen_but_not_forever(make_provider):
+    provider = limited(make_provider, failures_before_cooloff=100, max_consecutive_failures=3, failure_memory=600)
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = Browser(provider, "10.5.0.1")
+    page = code_page(provider, browser, client, national_id, mobile)
+    code = provider.outbox.last_code(mobile)
+    browser.submit(page, {"otp": wrong(code)})
+    browser.submit(page, {"otp": wrong(code)})
+    capped = browser.submit(page, {"otp": wrong(code)})
+    assert capped.status_code == 429 and 590 <= int(capped.headers["Retry-After"]) <= 600
+    assert browser.submit(page, {"otp": code}).status_code == 429
+    # A new login for the same pair is refused too, and says how long to wait.
+    again, _ = start_login(provider, Browser(provider, "10.5.0.2"), client, national_id, mobile)
+    assert again.status_code == 429
+    ttl = _redis(provider).ttl(f"{provider.settings.store.prefix}cool:{_pair(provider, national_id, mobile)}")
+    assert 0 < ttl <= 600, "the cap expires: never a permanent lock"
+
+
+def test_a_stranger_with_a_wrong_mobile_cannot_lock_the_owner(make_provider):
+    provider = limited(make_provider, failures_before_cooloff=2, cooloff_seconds="900")
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    stranger = Browser(provider, "10.6.0.1")
+    page = code_page(provider, stranger, client, national_id, "+98935" + mobile[6:])
+    stranger.submit(page, {"otp": "123456"})
+    assert stranger.submit(page, {"otp": "123457"}).status_code == 429  # the stranger's pair cools off
+    owner = Browser(provider, "10.6.0.2")
+    page = code_page(provider, owner, client, national_id, mobile)
+    done = owner.follow(owner.submit(page, {"otp": provider.outbox.last_code(mobile)}), client[2])
+    assert done.is_redirect, "the owner is not affected"
+
+
+def test_limits_off_still_keeps_the_challenge_rules(make_provider):
+    provider = make_provider(limits={"enabled": False, "codes_per_national_id": "1/900"})
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+    for _ in range(3):
+        page = code_page(provider, browser, client, national_id, mobile)
+    code = provider.outbox.last_code(mobile, after=2)
+    statuses = [browser.submit(page, {"otp": wrong(code)}).status_code for _ in range(5)]
+    assert statuses == [400, 400, 400, 400, 429], "five wrong codes still end the challenge"
+
+
+def test_store_keys_are_fingerprints_with_ttls_and_locks_are_audited(make_provider):
+    provider = limited(make_provider, codes_per_national_id="1/900", failures_before_cooloff=2)
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = Browser(provider, "10.7.0.1")
+    page = code_page(provider, browser, client, national_id, mobile)
+    code = provider.outbox.last_code(mobile)
+    browser.submit(page, {"otp": wrong(code)})
+    browser.submit(page, {"otp": wrong(code)})
+    for _ in range(2):
+        start_login(provider, Browser(provider, "10.7.0.2"), client, national_id, "+98935" + mobile[6:])
+    r = _redis(provider)
+    keys = list(r.scan_iter(match=provider.settings.store.prefix + "*"))
+    assert keys
+    for key in keys:
+        assert national_id not in key and mobile[3:] not in key and "10.7.0" not in key, key
+        assert r.ttl(key) > 0, f"{key} has no TTL"
+    with provider.app.app_context():
+        from idp.extensions import db
+        from idp.models import AuditEvent
+
+        events = {e.event: e for e in db.session.execute(db.select(AuditEvent)).scalars()}
+        assert {"login_started", "otp_wrong", "cooloff_started", "rate_limited"} <= set(events)
+        for e in events.values():
+            assert national_id not in str(e.details) and mobile not in str(e.details)
+            assert e.subject_fp is None or len(e.subject_fp) == 32
+
+
+def _redis(provider):
+    return redis.Redis.from_url(provider.settings.store.url, decode_responses=True)
+
+
+def _pair(provider, national_id, mobile):
+    with provider.app.app_context():
+        from idp.audit import fingerprint
+
+        return fingerprint("pair", f"{national_id}|{mobile}")
+
+
+def test_health(make_provider):
+    provider = make_provider()
+    assert requests.get(f"{provider.url}/healthz", timeout=5).json() == {"status": "ok"}
