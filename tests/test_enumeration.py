@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 import statistics
+import threading
 import time
 
 import requests
@@ -75,6 +76,31 @@ def test_same_answer_and_time_whether_the_pair_is_registered(make_provider):
     _assert_same_time(medians)
     provider.outbox.settle()
     assert len(provider.outbox.messages(mobile)) == SAMPLES + WARMUP
+
+
+def test_a_slow_gateway_adds_no_time_for_registered_pairs(make_provider):
+    """With a gateway that takes 30 ms per message, sending inside the request would show."""
+    from .helpers import wait_until
+    from .test_sms_gateways import Gateway
+
+    gateway = Gateway()
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    gateway.reply((200, {"ok": True}, 0.03))
+    try:
+        provider = make_provider(
+            sms={"backend": "http", "http_provider": "webhook", "http_url": gateway.url + "/sms"},
+            limits={**GENEROUS_IP_LIMITS, "codes_per_national_id": "100000/900",
+                    "codes_per_national_id_daily": "100000/86400", "codes_per_mobile": "100000/86400"})
+        client = provider.add_client()
+        national_id, mobile = provider.add_citizen()
+        medians, bodies = _measure(provider, client, {
+            "registered pair": (national_id, mobile),
+            "unknown national ID": (make_national_id("918273645"), mobile)})
+        assert all(b[0] == 303 for b in bodies.values())
+        _assert_same_time(medians)
+        assert wait_until(lambda: len(gateway.requests) == SAMPLES + WARMUP, 10), len(gateway.requests)
+    finally:
+        gateway.shutdown()
 
 
 def test_same_answer_and_time_when_a_limit_is_hit(make_provider):
