@@ -43,3 +43,14 @@ def record(event: str, *, national_id: str | None = None, subject_fp: str | None
     if commit:
         db.session.commit()
     log.info("audit %s client=%s subject=%s %s", event, client_id, row.subject_fp, details)
+
+
+def latest(count: int, event: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``count`` audit events (optionally of one kind), oldest first."""
+    query = db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(count)
+    if event:
+        query = query.where(AuditEvent.event == event)
+    rows = list(db.session.execute(query).scalars())
+    return [{"id": r.id, "occurred_at": r.occurred_at.isoformat(timespec="seconds"), "event": r.event,
+             "client_id": r.client_id, "subject_fp": r.subject_fp, "ip_fp": r.ip_fp, "details": r.details}
+            for r in reversed(rows)]

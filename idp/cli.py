@@ -268,17 +268,27 @@ def citizens_add(obj: Context, national_id, mobile, birth_date, given_name, fami
 
 @citizens.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Write the rejected rows here (CSV, or JSON lines for .jsonl/.ndjson/.json) "
+                   "[default: FILE.rejected.csv when any row is rejected].")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def citizens_import(obj: Context, file, as_json):
-    """Import citizens from CSV (header: national_id,mobile,birth_date,...) or JSON lines."""
+def citizens_import(obj: Context, file, report_path, as_json):
+    """Import citizens from CSV (header: national_id,mobile,birth_date[,given_name,family_name,
+    given_name_latin,family_name_latin]) or JSON lines, in one transaction. Known national IDs
+    get the file's mobile, names and birth date; bad rows are reported, not loaded."""
     from .registry import import_file
 
     with obj.app.app_context():
-        report = import_file(file)
-    lines = [f"loaded {report.loaded}, rejected {len(report.rejected)}"]
-    lines += [f"  line {r['line']}: {r['reason']}" for r in report.rejected[:50]]
-    emit(report.as_dict(), as_json, "\n".join(lines))
+        r = import_file(file, report_path)
+    lines = [f"loaded {r.loaded:,} (inserted {r.inserted:,}, updated {r.updated:,}, unchanged {r.unchanged:,}), "
+             f"rejected {r.rejected:,}; {r.rows:,} rows in {r.seconds:.1f} s ({r.rows_per_second:,.0f} rows/s)"]
+    lines += [f"  line {x['line']}: {x['reason']}" for x in r.rejections[:20]]
+    if r.rejected > 20:
+        lines.append(f"  ... and {r.rejected - 20:,} more")
+    if r.report_path:
+        lines.append(f"rejected rows: {r.report_path}")
+    emit(r.as_dict(), as_json, "\n".join(lines))
 
 
 # ---- stats -------------------------------------------------------------------------------------
@@ -295,6 +305,30 @@ def stats(obj: Context, as_json):
     emit(data, as_json, f"unique adults who have authenticated: {data['unique_adults']:,}\n"
                         f"adult population: {data['adult_population']:,}\n"
                         f"coverage: {data['coverage_percent']:.2f}%")
+
+
+# ---- audit -------------------------------------------------------------------------------------
+
+@main.group()
+def audit():
+    """The append-only audit trail."""
+
+
+@audit.command("tail")
+@click.option("-n", "--lines", "count", default=20, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--event", help="Only this event (login_started, otp_wrong, cooloff_started, ...).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def audit_tail(obj: Context, count, event, as_json):
+    """The latest audit events, oldest first (identifiers appear only as fingerprints)."""
+    from .audit import latest
+
+    with obj.app.app_context():
+        rows = latest(count, event)
+    emit(rows, as_json, "\n".join(
+        f"{r['occurred_at']}  {r['event']:<18} client={r['client_id'] or '-'} subject={r['subject_fp'] or '-'} "
+        f"ip={r['ip_fp'] or '-'} {json.dumps(r['details'], ensure_ascii=False) if r['details'] else ''}".rstrip()
+        for r in rows) or "no audit events")
 
 
 # ---- running -----------------------------------------------------------------------------------

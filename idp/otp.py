@@ -72,12 +72,16 @@ def _pool() -> ThreadPoolExecutor:
     return pool
 
 
-def _deliver(sender, st, challenge_id: str, send_id: str, to: str, code: str, text: str) -> None:
+def _deliver(app, challenge_id: str, send_id: str, to: str, code: str, text: str) -> None:
     """In a sender thread: send, then record the outcome on the challenge, unless a newer code
     was queued meanwhile (a late failure must not hide a resend that worked)."""
+    from . import audit
+    from .national_id import mask_mobile
+
+    st = app.extensions["idp.store"]
     state = "sent"
     try:
-        sender.send(to, code, text)
+        app.extensions["idp.sms"].send(to, code, text)
     except SmsError as exc:
         log.warning("sms not sent (challenge %s…): %s", challenge_id[:6], exc)
         state = "failed"
@@ -85,6 +89,8 @@ def _deliver(sender, st, challenge_id: str, send_id: str, to: str, code: str, te
         log.exception("sms sender crashed")
         state = "failed"
     st.set_sms_health(state == "sent")
+    with app.app_context():
+        audit.record("code_sent" if state == "sent" else "sms_failed", code_to=mask_mobile(to))
     current = st.get_challenge(challenge_id)
     if current is not None and current.get("send_id") == send_id:
         st.update_challenge(challenge_id, {"state": state})
@@ -95,8 +101,7 @@ def _dispatch(challenge_id: str, send_id: str, citizen_id: str, to: str, code: s
     if not citizen_id:
         return
     app = current_app._get_current_object()
-    _pool().submit(_deliver, app.extensions["idp.sms"], app.extensions["idp.store"], challenge_id, send_id, to,
-                   code, message_text(code, settings.server.issuer))
+    _pool().submit(_deliver, app, challenge_id, send_id, to, code, message_text(code, settings.server.issuer))
 
 
 def start(citizen_id: int | None, mobile: str, kind: str = "sms", totp_ready: bool = False) -> str:

@@ -1,0 +1,49 @@
+"""Every login start, code sent, wrong code, lock and success is an audit event with
+fingerprints instead of identifiers, and `idp audit tail` shows them."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .helpers import wait_until
+
+
+def _cli_env(provider) -> dict:
+    env = {"PATH": "/usr/bin:/bin"}
+    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
+        for key, value in keys.items():
+            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def test_a_login_leaves_a_trail_without_identifiers(provider):
+    client_id, secret, redirect = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+    page = browser.start(client_id, redirect)
+    page = browser.follow(browser.submit(page, {"national_id": national_id, "mobile": mobile}), redirect)
+    code = provider.outbox.last_code(mobile)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    page = browser.submit(page, {"otp": wrong})
+    browser.follow(browser.submit(page, {"otp": code}), redirect)
+
+    def events():
+        out = subprocess.run([sys.executable, "-m", "idp.cli", "audit", "tail", "-n", "50", "--json"],
+                             env=_cli_env(provider), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    rows = []
+    assert wait_until(lambda: bool(rows.extend(events()) or True) and "code_sent" in {r["event"] for r in rows}, 10)
+    mine = [r for r in events() if r["client_id"] == client_id or r["event"] == "code_sent"]
+    kinds = [r["event"] for r in mine]
+    for expected in ("login_started", "otp_wrong", "login_succeeded", "code_sent"):
+        assert expected in kinds, kinds
+    text = json.dumps(mine, ensure_ascii=False)
+    assert national_id not in text and mobile not in text and mobile[3:] not in text
+    started = next(r for r in mine if r["event"] == "login_started")
+    assert started["details"]["code_to"] == "0" + mobile[3:6] + "***" + mobile[-4:]
+    assert started["subject_fp"] and started["ip_fp"]
+    ids = [r["id"] for r in events()]
+    assert ids == sorted(ids), "oldest first"
