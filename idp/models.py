@@ -10,7 +10,8 @@ import hmac
 import secrets
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, \
+    UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -164,6 +165,64 @@ class Client(db.Model):
     @property
     def is_enabled(self) -> bool:
         return self.disabled_at is None
+
+
+class RefreshToken(db.Model):
+    """A refresh token, stored hashed. Rotation keeps a family: a rotated token that comes back
+    (after a short grace for parallel requests) revokes the whole family and its session."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(String(32))
+    client_id: Mapped[str] = mapped_column(String(64))
+    citizen_id: Mapped[int] = mapped_column(BigId, ForeignKey("citizens.id"))
+    sid: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(500))
+    auth_time: Mapped[int] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_refresh_tokens_family", "family_id"), Index("ix_refresh_tokens_sid", "sid"),
+                      Index("ix_refresh_tokens_citizen", "citizen_id"), Index("ix_refresh_tokens_expires", "expires_at"))
+
+
+class Consent(db.Model):
+    """What a citizen allowed a (non-trusted) client to receive, remembered per scope set."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("citizen_id", "client_id", name="uq_consents_citizen_client"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    citizen_id: Mapped[int] = mapped_column(BigId, ForeignKey("citizens.id"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(500))
+    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class LogoutDelivery(db.Model):
+    """A back-channel logout owed to a client (OIDC Back-Channel Logout 1.0), kept until
+    delivered or given up, so retries survive a restart."""
+
+    __tablename__ = "logout_deliveries"
+    __table_args__ = (Index("ix_logout_deliveries_due", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    uri: Mapped[str] = mapped_column(String(2000))
+    sub: Mapped[str] = mapped_column(String(128))
+    sid: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    given_up_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
 
 
 class AuthEvent(db.Model):
