@@ -30,7 +30,7 @@ def _engine_options(url: str, pool_size: int) -> dict:
 
 def create_app(settings: Settings | None = None, require_keys: bool = True) -> Flask:
     """Load settings, init extensions, register blueprints, error handlers and security headers."""
-    from . import account, errors, i18n, keys, login, oauth, oidc, sms
+    from . import account, consent, errors, i18n, keys, login, oauth, oidc, sms
     from .extensions import csrf, db, migrate
     from .store import Store
 
@@ -69,6 +69,9 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     app.register_blueprint(oidc.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)
+    app.register_blueprint(consent.bp)
+    from . import logout
+    app.register_blueprint(logout.bp)
 
     @app.get("/")
     def home():

@@ -1,4 +1,4 @@
-"""Blueprint of the citizen's own account pages: the authenticator app.
+"""Blueprint of the citizen's own account pages: the authenticator app and connected services.
 
 Setting up (or replacing) an authenticator app needs a fresh SMS login: whoever holds the
 session must have just proved the mobile, so a borrowed session cannot add an attacker's app.
@@ -9,7 +9,7 @@ import time
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from . import audit, sessions, totp
+from . import audit, consent, sessions, totp
 from .extensions import db
 from .i18n import t
 from .models import Citizen
@@ -80,3 +80,33 @@ def authenticator_confirm():
         return redirect(url_for("account.overview", enrolled=1), code=303)
     secret = totp.pending_secret(session["sid"]) or totp.begin_enrolment(session["sid"])
     return _enrol_page(secret, citizen, error=t("error.totp_enrol"), status=400)
+
+
+# ---- connected services (consent.py) -----------------------------------------------------------
+
+def _signed_in() -> Citizen | None:
+    """The citizen of this browser's SSO session (any factor will do for viewing grants)."""
+    session = sessions.current_session()
+    return db.session.get(Citizen, session["citizen_id"]) if session else None
+
+
+@bp.get("/services")
+def services():
+    """The services the citizen allowed to receive information, each with a way to withdraw."""
+    citizen = _signed_in()
+    if citizen is None:
+        return _login_again(url_for("account.services"))
+    return render_template("services.html", grants=consent.granted(citizen.id), describe=consent.describe,
+                           withdrawn=request.args.get("withdrawn"))
+
+
+@bp.post("/services/withdraw")
+def services_withdraw():
+    """Withdraw one grant; the service asks again at its next sign-in."""
+    citizen = _signed_in()
+    if citizen is None:
+        return _login_again(url_for("account.services"))
+    client_id = request.form.get("client_id", "")[:64]
+    if consent.withdraw(citizen.id, client_id):
+        audit.record("consent_withdrawn", national_id=citizen.national_id, client_id=client_id, via="account")
+    return redirect(url_for("account.services", withdrawn=1), code=303)

@@ -174,17 +174,56 @@ def keys_generate(obj: Context, alg, as_json):
     emit(rows, as_json, "\n".join(f"{r['alg']}  {r['kid']}  {r['status']}" for r in rows))
 
 
+def _max_token_ttl(settings) -> int:
+    """The longest lifetime of a token our keys sign: a retired key stays published that long."""
+    return max(settings.tokens.access_token_ttl, settings.tokens.id_token_ttl)
+
+
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def keys_list(obj: Context, as_json):
-    """List the keys in [keys] dir."""
+    """List the keys in [keys] dir with their status, dates and next rotation step."""
     from . import keys as keymod
 
-    rows = [{"kid": k.kid, "alg": k.alg, "status": k.status, "created_at": k.created_at}
-            for k in keymod.load_all(obj.settings.keys.dir)]
-    emit(rows, as_json, "\n".join(f"{r['alg']}  {r['kid']}  {r['status']}  {r['created_at']}" for r in rows)
-         or "no keys (create them: idp keys generate)")
+    rows = keymod.describe(keymod.load_all(obj.settings.keys.dir), _max_token_ttl(obj.settings))
+
+    def line(r):
+        step = (f"  signs from {r['promote_from']} (idp keys rotate)" if r["promote_from"] else
+                f"  leaves the JWKS from {r['remove_from']} (idp keys rotate)" if r["remove_from"] else "")
+        return (f"{r['alg']}  {r['kid']}  {r['status']:<7}  created {r['created_at']}"
+                + (f"  active since {r['activated_at']}" if r["activated_at"] and r["status"] != "next" else "")
+                + (f"  retired {r['retired_at']}" if r["retired_at"] else "") + step)
+
+    emit(rows, as_json, "\n".join(line(r) for r in rows) or "no keys (create them: idp keys generate)")
+
+
+@keys.command("rotate")
+@click.option("--alg", type=click.Choice(["RS256", "ES256", "all"]), default="all", show_default=True)
+@click.option("--force", is_flag=True,
+              help="Emergency (a compromised key): promote a new key at once, without waiting for "
+                   "agencies' cached JWKS to have it.")
+@click.option("--withdraw", is_flag=True,
+              help="With --force: remove the old key from the JWKS at once (its tokens stop verifying).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def keys_rotate(obj: Context, alg, force, withdraw, as_json):
+    """One step of a rotation that breaks no one. Run it twice: the first run publishes a `next`
+    key (it signs nothing yet); a run once that key has been published longer than agencies cache
+    the JWKS (2 x 300 s) makes it sign and retires the old key, which stays published until every
+    token it signed has expired; a later run removes it."""
+    from . import keys as keymod
+
+    algs = None if alg == "all" else (alg,)
+    rows = keymod.rotate(obj.settings.keys.dir, _max_token_ttl(obj.settings), algs=algs, force=force,
+                         withdraw=withdraw)
+    text = {"next_created": "next key {kid} published; it signs after `idp keys rotate` from {promote_from}",
+            "promoted": "key {kid} now signs",
+            "retired": "key {kid} retired: still published until {remove_from}, then removed by `idp keys rotate`",
+            "removed": "retired key {kid} removed from the JWKS",
+            "withdrawn": "key {kid} withdrawn from the JWKS at once"}
+    emit(rows, as_json, "\n".join(f"{r['alg']}  " + text[r["action"]].format(**r) for r in rows)
+         or "nothing to do")
 
 
 # ---- clients -----------------------------------------------------------------------------------
@@ -207,23 +246,113 @@ def _client_row(client) -> dict:
 @click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
 @click.option("--post-logout-redirect-uri", "post_logout", multiple=True)
 @click.option("--scope", default="openid profile", show_default=True)
-@click.option("--public", is_flag=True, help="A mobile or single-page app: no secret, PKCE only.")
+@click.option("--auth-method", type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt",
+                                                  "none"]),
+              help="How the client authenticates at the token endpoint [default: client_secret_basic].")
+@click.option("--public", is_flag=True, help="A mobile or single-page app: no secret, PKCE only (= --auth-method none).")
+@click.option("--jwks-uri", help="private_key_jwt: https URL of the client's public JWKS.")
+@click.option("--jwks", "jwks_file", type=click.Path(dir_okay=False),
+              help="private_key_jwt: file holding the client's public JWKS (private keys are refused).")
+@click.option("--backchannel-logout-uri", help="Where the client receives back-channel logout tokens.")
+@click.option("--subject-type", type=click.Choice(["pairwise", "public"]), default="pairwise", show_default=True)
+@click.option("--sector", help="Sector identifier host for pairwise subjects (needed when the redirect URIs "
+                               "are on several hosts).")
+@click.option("--allow-national-id", is_flag=True, help="The client may receive the national_id scope.")
 @click.option("--trusted", is_flag=True, help="A government agency that needs no consent page.")
 @click.option("--client-id", help="Choose the client_id (default: random).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def clients_add(obj: Context, name, name_fa, redirect_uris, post_logout, scope, public, trusted, client_id,
+def clients_add(obj: Context, name, name_fa, redirect_uris, post_logout, scope, auth_method, public, jwks_uri,
+                jwks_file, backchannel_logout_uri, subject_type, sector, allow_national_id, trusted, client_id,
                 as_json):
     """Register a client; prints client_id and client_secret once."""
-    from .agencies import register_client
+    from . import audit
+    from .agencies import read_jwks_file, register_client
 
+    jwks = read_jwks_file(jwks_file) if jwks_file else None
     with obj.app.app_context():
         client, secret = register_client(name, list(redirect_uris), name_fa=name_fa,
                                          post_logout_redirect_uris=list(post_logout), scope=scope,
-                                         public=public, trusted=trusted, client_id=client_id)
+                                         public=public, trusted=trusted, client_id=client_id,
+                                         auth_method=auth_method, jwks=jwks, jwks_uri=jwks_uri,
+                                         backchannel_logout_uri=backchannel_logout_uri, subject_type=subject_type,
+                                         sector=sector, allow_national_id=allow_national_id)
+        method = client.token_endpoint_auth_method
+        audit.record("client_registered", client_id=client.client_id, auth_method=method)
         data = {"client_id": client.client_id, "client_secret": secret}
-    emit(data, as_json, f"client_id: {data['client_id']}\nclient_secret: {secret or '(none: public client)'}\n"
-                        "The secret is shown only now; it is stored hashed.")
+    none = "(none: public client)" if method == "none" else f"(none: authenticates with {method})"
+    emit(data, as_json, f"client_id: {data['client_id']}\nclient_secret: {secret or none}"
+                        + ("\nThe secret is shown only now; it is stored hashed." if secret else ""))
+
+
+@clients.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def clients_show(obj: Context, client_id, as_json):
+    """Show a client's registration (never its secret)."""
+    from .agencies import describe_client, get_client
+
+    with obj.app.app_context():
+        data = describe_client(get_client(client_id))
+    meta = data["metadata"]
+    lines = [f"client_id: {data['client_id']}", f"name: {data['name']}" + (f" / {data['name_fa']}" if data["name_fa"] else ""),
+             f"status: {'disabled since ' + data['disabled_at'] if data['disabled_at'] else 'enabled'}",
+             f"auth method: {data['token_endpoint_auth_method']}", f"trusted: {'yes' if data['trusted'] else 'no'}",
+             f"created: {data['created_at']}"]
+    lines += [f"{k}: {' '.join(v) if isinstance(v, list) else json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v}"
+              for k, v in meta.items() if k != "token_endpoint_auth_method"]
+    emit(data, as_json, "\n".join(lines))
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def clients_rotate_secret(obj: Context, client_id, as_json):
+    """Give a client a new secret, printed once; the old one stops working at once."""
+    from . import audit
+    from .agencies import get_client, rotate_secret
+
+    with obj.app.app_context():
+        client = get_client(client_id)
+        secret = rotate_secret(client)
+        audit.record("client_secret_rotated", client_id=client.client_id)
+    data = {"client_id": client_id, "client_secret": secret}
+    emit(data, as_json, f"client_id: {client_id}\nclient_secret: {secret}\n"
+                        "The secret is shown only now; it is stored hashed. The old secret no longer works.")
+
+
+def _set_enabled(obj: Context, client_id: str, enabled: bool, as_json: bool) -> None:
+    from . import audit
+    from .agencies import get_client, set_enabled
+
+    with obj.app.app_context():
+        client = get_client(client_id)
+        changed = set_enabled(client, enabled)
+        if changed:
+            audit.record("client_enabled" if enabled else "client_disabled", client_id=client_id)
+    state = "enabled" if enabled else "disabled"
+    emit({"client_id": client_id, "status": state, "changed": changed}, as_json,
+         f"client {client_id} {state}" if changed else f"client {client_id} was already {state}")
+
+
+@clients.command("disable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def clients_disable(obj: Context, client_id, as_json):
+    """Stop a client at once: no logins, tokens or userinfo for it until it is enabled again."""
+    _set_enabled(obj, client_id, False, as_json)
+
+
+@clients.command("enable")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def clients_enable(obj: Context, client_id, as_json):
+    """Let a disabled client work again."""
+    _set_enabled(obj, client_id, True, as_json)
 
 
 @clients.command("list")
@@ -267,8 +396,8 @@ def citizens_add(obj: Context, national_id, mobile, birth_date, given_name, fami
 
 
 @citizens.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+@click.argument("file", type=click.Path())  # checked by import_file: one-line errors, exit 1
+@click.option("--report", "report_path", type=click.Path(),
               help="Write the rejected rows here (CSV, or JSON lines for .jsonl/.ndjson/.json) "
                    "[default: FILE.rejected.csv when any row is rejected].")
 @click.option("--json", "as_json", is_flag=True)
@@ -293,18 +422,230 @@ def citizens_import(obj: Context, file, report_path, as_json):
 
 # ---- stats -------------------------------------------------------------------------------------
 
-@main.command()
+def _stats_day(value):
+    """A --from/--to/--day/--before value: YYYY-MM-DD, Gregorian or Jalali (year before 1700)."""
+    from .stats import StatsError, parse_day
+
+    if value is None:
+        return None
+    try:
+        return parse_day(value)
+    except StatsError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _stats_errors(fn):
+    """StatsError -> one line and exit 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .stats import StatsError
+
+        try:
+            return fn(*args, **kwargs)
+        except StatsError as exc:
+            click.echo(f"idp: stats: {exc}", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+@main.group(invoke_without_command=True)
+@click.option("--from", "date_from", callback=lambda c, p, v: _stats_day(v),
+              help="First day (YYYY-MM-DD; a year before 1700 is Jalali) [default: 30 days, or 12 months].")
+@click.option("--to", "date_to", callback=lambda c, p, v: _stats_day(v), help="Last day [default: today].")
+@click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True)
+@click.option("--calendar", type=click.Choice(["gregorian", "jalali"]), default="gregorian", show_default=True,
+              help="Dates, month names and month boundaries.")
+@click.option("--agency", help="Only this client_id's logins, unique citizens and new adults.")
+@click.option("--json", "as_json", is_flag=True, help="JSON (unique_adults, adult_population, coverage_percent, ...).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: one line per period, then per period and agency.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw daily unique citizens and cumulative unique adults to FILE (.png or .svg).")
+@click.pass_context
+@_stats_errors
+def stats(ctx, date_from, date_to, by, calendar, agency, as_json, as_csv, plot_path):
+    """The national figures: unique adults, coverage, today, this month, per day or month and agency.
+
+    Subcommands: rollup (closed days into durable tables; run it from cron), prune (raw events
+    already rolled up)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import stats as st
+
+    obj: Context = ctx.obj
+    with obj.app.app_context():
+        data = st.report(date_from, date_to, by=by, calendar=calendar, agency=agency)
+        if plot_path:
+            st.plot(data, plot_path)
+    data.pop("_series", None)
+    if as_csv:
+        click.echo(st.as_csv(data), nl=False)
+    else:
+        emit(data, as_json, st.as_text(data))
+    if plot_path:
+        click.echo(f"chart: {plot_path}", err=True)
+
+
+@stats.command("rollup")
+@click.option("--day", callback=lambda c, p, v: _stats_day(v),
+              help="Recompute this closed day (default: every closed day not rolled up yet).")
+@click.option("--population/--no-population", default=None,
+              help="Refresh the registry's birth-date snapshot [default: once a day].")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def stats(obj: Context, as_json):
-    """The national figures so far: unique adults, adult population, coverage."""
-    from .stats import totals
+@_stats_errors
+def stats_rollup(obj: Context, day, population, as_json):
+    """Compute closed days exactly from auth events into the daily rollups, close finished months.
+    Idempotent; safe to run from cron on every node at once."""
+    from .stats import rollup
 
     with obj.app.app_context():
-        data = totals()
-    emit(data, as_json, f"unique adults who have authenticated: {data['unique_adults']:,}\n"
-                        f"adult population: {data['adult_population']:,}\n"
-                        f"coverage: {data['coverage_percent']:.2f}%")
+        data = rollup(day, population)
+    lines = [f"{d['day']}: " + (d["skipped"] if "skipped" in d else
+                                f"{d['logins']:,} logins, {d['unique_citizens']:,} unique citizens, "
+                                f"{d['new_adults']:,} new adults, {d['clients']} agencies ({d['seconds']} s)")
+             for d in data["days"]]
+    lines += [f"month {m['month']} ({'Jalali' if m['calendar'] == 'j' else 'Gregorian'}) closed: "
+              f"{m['unique_citizens']:,} unique citizens" for m in data["months"]]
+    if data["population"]:
+        p = data["population"]
+        lines.append(f"population snapshot: {p['citizens']:,} citizens, {p['birth_dates']:,} birth dates "
+                     f"({p['seconds']} s)")
+    emit(data, as_json, "\n".join(lines) or "nothing to roll up")
+
+
+@stats.command("prune")
+@click.option("--before", required=True, callback=lambda c, p, v: _stats_day(v),
+              help="Delete raw auth events of days before this one (only rolled-up days of closed months).")
+@click.option("--batch", default=50000, show_default=True, type=click.IntRange(100, 1000000))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@_stats_errors
+def stats_prune(obj: Context, before, batch, as_json):
+    """Delete raw auth events whose figures are final (retention of auth_events)."""
+    from .stats import prune
+
+    with obj.app.app_context():
+        data = prune(before, batch)
+    text = f"deleted {data['deleted']:,} auth events before {data['pruned_before']}"
+    if data["held_back"]:
+        text += f" (not before {data['requested_before']}: {data['held_back']})"
+    emit(data, as_json, text)
+
+
+# ---- consents ----------------------------------------------------------------------------------
+
+@main.group()
+def consents():
+    """What citizens allowed non-trusted agency services to receive."""
+
+
+def _citizen_by_national_id(national_id: str):
+    """The citizen with this national ID (Persian digits accepted), or a one-line error."""
+    from .citizens import find_by_national_id
+    from .national_id import InvalidNationalId, parse_national_id
+
+    try:
+        national_id = parse_national_id(national_id)
+    except InvalidNationalId:
+        raise click.ClickException("not a valid national ID") from None
+    citizen = find_by_national_id(national_id)
+    if citizen is None:
+        raise click.ClickException("no citizen with this national ID")
+    return citizen
+
+
+@consents.command("list")
+@click.option("--national-id", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def consents_list(obj: Context, national_id, as_json):
+    """The services a citizen has allowed, and what each receives."""
+    from .consent import granted
+
+    with obj.app.app_context():
+        rows = [g.as_dict() for g in granted(_citizen_by_national_id(national_id).id)]
+    emit(rows, as_json, "\n".join(f"{r['client_id']}  {r['name']}  [{r['scope']}]  since {r['granted_at']}"
+                                  for r in rows) or "no consents")
+
+
+@consents.command("revoke")
+@click.option("--national-id", required=True)
+@click.option("--client", "client_id", required=True, help="The client_id whose grant is withdrawn.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def consents_revoke(obj: Context, national_id, client_id, as_json):
+    """Withdraw a citizen's grant to one service (it asks again at the next sign-in)."""
+    from .audit import record
+    from .consent import withdraw
+    from .extensions import db as database
+    from .models import Client
+
+    with obj.app.app_context():
+        citizen = _citizen_by_national_id(national_id)
+        if database.session.execute(database.select(Client.id).filter_by(client_id=client_id)).first() is None:
+            raise click.ClickException(f"no client {client_id!r}")
+        if not withdraw(citizen.id, client_id):
+            raise click.ClickException(f"this citizen has no consent for client {client_id!r}")
+        record("consent_withdrawn", national_id=citizen.national_id, client_id=client_id, via="cli")
+    emit({"client_id": client_id, "withdrawn": True}, as_json, f"consent for {client_id} withdrawn")
+
+
+# ---- sessions and logout ---------------------------------------------------------------------
+
+@main.group()
+def sessions():
+    """Single sign-on sessions."""
+
+
+@sessions.command("revoke")
+@click.option("--national-id", required=True, help="The citizen to log out everywhere.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def sessions_revoke(obj: Context, national_id, as_json):
+    """Log a citizen out everywhere: every live SSO session ends and the agencies that took part
+    are told by back-channel logout (queued; the running servers deliver them)."""
+    from . import logout as logout_mod
+    from .extensions import db as database
+    from .models import Citizen
+    from .national_id import mask_national_id, parse_national_id
+
+    if obj.settings.store.url == "memory://":
+        click.echo("idp: warning: [store] url is memory://, which only the serving process can see; "
+                   "no session of a running server can be found from here", err=True)
+    try:
+        nid = parse_national_id(national_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--national-id") from None
+    with obj.app.app_context():
+        citizen = database.session.execute(database.select(Citizen).filter_by(national_id=nid)).scalar_one_or_none()
+        if citizen is None:
+            click.echo(f"idp: no citizen with national ID {mask_national_id(nid)}", err=True)
+            sys.exit(1)
+        ended, queued = logout_mod.logout_everywhere(citizen.id, "operator")
+    data = {"national_id": mask_national_id(nid), "sessions_ended": ended, "backchannel_queued": queued}
+    emit(data, as_json, f"ended {ended} session(s) of {data['national_id']}; "
+                        f"{queued} back-channel logout(s) queued")
+
+
+@main.group()
+def logout():
+    """Back-channel logout deliveries."""
+
+
+@logout.command("deliver")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def logout_deliver(obj: Context, as_json):
+    """Deliver the due back-channel logouts once (for cron; the servers also do it themselves)."""
+    from . import logout as logout_mod
+
+    with obj.app.app_context():
+        result = logout_mod.sweep(limit=10_000)
+    data = result.as_dict()
+    emit(data, as_json, f"due {data['due']}, delivered {data['delivered']}, retrying later {data['retrying']}, "
+                        f"given up {data['given_up']}")
 
 
 # ---- audit -------------------------------------------------------------------------------------

@@ -178,6 +178,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "access_token_ttl": Key(int, 600, "Lifetime of an access token, in seconds.", _at_least(60)),
         "id_token_ttl": Key(int, 600, "Lifetime of an ID token, in seconds.", _at_least(60)),
         "code_ttl": Key(int, 60, "Lifetime of an authorization code, in seconds (RFC 9700: short).", _at_least(10)),
+        "refresh_token_ttl": Key(int, 2592000,
+                                 "Lifetime of a refresh token, in seconds. Refresh tokens are issued to clients\n"
+                                 "granted offline_access or registered with a refresh-token policy, and rotate on\n"
+                                 "every use.", _at_least(300)),
+        "refresh_grace_seconds": Key(int, 10,
+                                     "A rotated refresh token presented again within this many seconds is answered\n"
+                                     "with a plain invalid_grant (two parallel refreshes); later it is reuse and\n"
+                                     "revokes the whole token family and its session.", _at_least(0)),
     },
     "login": {
         "otp_ttl": Key(int, 120, "How long a one-time code is valid, in seconds.", _at_least(30)),

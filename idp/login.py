@@ -52,7 +52,16 @@ def identify():
     """The first form: national ID and mobile."""
     rid = request.args.get("r")
     interaction = _interaction(rid)
-    return _identify_page(rid, interaction, {}, {})
+    return _identify_page(rid, interaction, {}, _hinted_values(interaction))
+
+
+def _hinted_values(interaction: dict) -> dict:
+    """Prefill the national ID from a login_hint (OIDC Core §3.1.2.1) when it is one."""
+    hint = dict(interaction["args"]).get("login_hint") or ""
+    try:
+        return {"national_id": parse_national_id(hint)}
+    except InvalidNationalId:
+        return {}
 
 
 @bp.post("")
@@ -181,7 +190,7 @@ def code_submit():
     citizen = db.session.get(Citizen, citizen_id)
     response = make_response(redirect(url_for("oidc.resume", r=rid), code=303))
     session = sessions.create_session(citizen.id, method, response)
-    interaction.update({"sid": session["sid"], "challenge": None})
+    interaction.update({"sid": session["sid"], "challenge": None, "fresh": True})
     if not sessions.update_interaction(rid, interaction):
         raise InteractionGone()
     citizens.record_authentication(citizen, interaction["client_id"], method)

@@ -136,6 +136,8 @@ class Client(db.Model):
         if not scope:
             return ""
         allowed = set(self.scope.split())
+        if not self.client_metadata.get("allow_national_id"):
+            allowed.discard("national_id")  # only for agencies the law allows it
         return " ".join(s for s in dict.fromkeys(scope.split()) if s in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
@@ -160,6 +162,12 @@ class Client(db.Model):
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
+        """authorization_code always; refresh_token for clients that may keep access (offline_access
+        in their registered scope, or a refresh-token policy)."""
+        if grant_type == "refresh_token":
+            meta = self.client_metadata
+            return ("refresh_token" in meta.get("grant_types", []) or "offline_access" in self.scope.split()
+                    or bool(meta.get("refresh_tokens")))
         return grant_type in self.client_metadata.get("grant_types", ["authorization_code"])
 
     @property
@@ -189,6 +197,22 @@ class RefreshToken(db.Model):
 
     __table_args__ = (Index("ix_refresh_tokens_family", "family_id"), Index("ix_refresh_tokens_sid", "sid"),
                       Index("ix_refresh_tokens_citizen", "citizen_id"), Index("ix_refresh_tokens_expires", "expires_at"))
+
+    # --- Authlib's TokenMixin, for revocation and introspection ------------------------------
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return max(0, int((self.expires_at - utcnow()).total_seconds()))
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None or self.rotated_at is not None
 
 
 class Consent(db.Model):
@@ -267,3 +291,84 @@ class StatCounter(db.Model):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ---- statistics rollups (issue 5): exact figures of closed days and months --------------------
+
+class StatDay(db.Model):
+    """One closed local day (``[stats] timezone``), computed exactly from auth_events by
+    ``idp stats rollup``: logins, unique citizens, and citizens who became unique adults."""
+
+    __tablename__ = "stat_days"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    logins: Mapped[int] = mapped_column(BigInteger)
+    unique_citizens: Mapped[int] = mapped_column(BigInteger)
+    new_adults: Mapped[int] = mapped_column(BigInteger)
+    computed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StatDayClient(db.Model):
+    """One closed day for one agency client: logins, unique citizens, new adults (the client of
+    the citizen's first authentication as an adult)."""
+
+    __tablename__ = "stat_day_clients"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    logins: Mapped[int] = mapped_column(BigInteger)
+    unique_citizens: Mapped[int] = mapped_column(BigInteger)
+    new_adults: Mapped[int] = mapped_column(BigInteger)
+
+
+class StatMonth(db.Model):
+    """Unique citizens of a month (``calendar`` g = Gregorian, j = Jalali; ``month`` = the
+    Gregorian date of its first day). Open months grow as their days are rolled up (from
+    stat_month_citizens); ``closed_at`` is set once the month is over and final."""
+
+    __tablename__ = "stat_months"
+
+    calendar: Mapped[str] = mapped_column(String(1), primary_key=True)
+    month: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    unique_citizens: Mapped[int] = mapped_column(BigInteger, default=0)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StatMonthClient(db.Model):
+    """Unique citizens of a closed month for one agency client (computed when the month closes)."""
+
+    __tablename__ = "stat_month_clients"
+
+    calendar: Mapped[str] = mapped_column(String(1), primary_key=True)
+    month: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unique_citizens: Mapped[int] = mapped_column(BigInteger)
+
+
+class StatMonthCitizen(db.Model):
+    """The set of citizens seen in an open month (so that its unique count is exact and grows
+    idempotently, day by day); emptied when the month closes."""
+
+    __tablename__ = "stat_month_citizens"
+
+    calendar: Mapped[str] = mapped_column(String(1), primary_key=True)
+    month: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    citizen_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class StatBirthDate(db.Model):
+    """Citizens per birth date, a snapshot of the registry taken by ``idp stats rollup``: the
+    adult population on any day is a sum over at most ~40,000 rows (plus citizens added since)."""
+
+    __tablename__ = "stat_birth_dates"
+
+    birth_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    citizens: Mapped[int] = mapped_column(BigInteger)
+
+
+# The adult population (fallback when there is no snapshot) and new adults per day.
+Index("ix_citizens_birth_date", Citizen.birth_date)
+Index("ix_citizens_first_adult_at", Citizen.first_adult_authenticated_at,
+      postgresql_where=Citizen.first_adult_authenticated_at.isnot(None),
+      sqlite_where=Citizen.first_adult_authenticated_at.isnot(None))

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request, grants
+from authlib.oauth2 import rfc7009, rfc7662
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -29,15 +30,15 @@ from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from . import audit, citizens
+from . import audit, citizens, tokens
 from .extensions import db, keyring, settings, store
-from .models import Citizen, Client
+from .models import Citizen, Client, RefreshToken, utcnow
 
 #: acr values (OIDC Core §2) and amr values (RFC 8176) per factor the citizen proved.
 ACR = {"sms": "urn:idp:acr:sms", "totp": "urn:idp:acr:totp"}
 AMR = {"sms": ["sms"], "totp": ["otp"]}
-SCOPES = ["openid", "profile", "phone"]
-AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+SCOPES = ["openid", "profile", "phone", "national_id", "age", "offline_access"]
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
 
 
 @dataclass
@@ -131,6 +132,10 @@ def claims_for(citizen: Citizen, client: Client, scope: str) -> dict[str, Any]:
     if "phone" in scopes:
         info["phone_number"] = citizen.mobile
         info["phone_number_verified"] = True
+    if "national_id" in scopes and client.client_metadata.get("allow_national_id"):
+        info["national_id"] = citizen.national_id
+    if "age" in scopes:
+        info["age_over_18"] = citizens.age_on(citizen.birth_date, citizens.local_date(utcnow())) >= 18
     return info
 
 
@@ -327,8 +332,8 @@ class BearerTokenError(Exception):
     """An access token presented to a resource of ours is not valid (RFC 6750 §3.1)."""
 
 
-def verify_access_token(token: str) -> dict[str, Any]:
-    """Check one of our access tokens: signature, typ, iss, exp and revocation."""
+def verify_access_token(token: str, check_revoked: bool = True) -> dict[str, Any]:
+    """Check one of our access tokens: signature, typ, iss, exp and (unless told) revocation."""
     if not token or len(token) > 4096:
         raise BearerTokenError("malformed token")
     try:
@@ -343,9 +348,23 @@ def verify_access_token(token: str) -> dict[str, Any]:
         raise BearerTokenError("wrong issuer")
     if not isinstance(claims.get("exp"), int) or claims["exp"] < now:
         raise BearerTokenError("expired")
-    if not isinstance(claims.get("jti"), str) or store.access_token_revoked(claims["jti"]):
+    if not isinstance(claims.get("jti"), str) or (check_revoked and store.access_token_revoked(claims["jti"])):
         raise BearerTokenError("revoked")
     return claims
+
+
+def verify_id_token_hint(token: str) -> dict[str, Any] | None:
+    """The claims of an ID token this provider issued (an expired one is fine as a hint), or None."""
+    if not isinstance(token, str) or len(token) > 8192:
+        return None
+    try:
+        decoded = jwt.decode(token, keyring.public_key_set(), algorithms=["RS256", "ES256"])
+    except (JoseError, ValueError):
+        return None
+    if decoded.header.get("typ", "JWT").lower() in ("at+jwt", "application/at+jwt", "logout+jwt"):
+        return None
+    claims = decoded.claims
+    return claims if claims.get("iss") == settings.server.issuer and claims.get("sub") else None
 
 
 # ---- RFC 9207 ----------------------------------------------------------------------------------
@@ -376,7 +395,84 @@ def _query_client(client_id: str) -> Client | None:
 
 
 def _save_token(token: dict, request) -> None:
-    """JWT access tokens are self-contained: nothing to store (refresh tokens come later)."""
+    """JWT access tokens are self-contained; a refresh token is stored hashed when this grant
+    may have one (offline_access or client policy), and otherwise left out of the response."""
+    refresh = token.get("refresh_token")
+    if not refresh:
+        token.pop("refresh_token", None)
+        return
+    if not tokens.allowed(request.client, token.get("scope", "")):
+        del token["refresh_token"]
+        return
+    old = getattr(request, "refresh_token", None)
+    tokens.save(refresh, request.client, request.user, token.get("scope", ""),
+                family_id=old.family_id if isinstance(old, RefreshToken) else None)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """RFC 6749 §6 with rotation on every use and reuse detection (RFC 9700 §4.14.2)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        return tokens.claim(refresh_token, self.request.client)
+
+    def authenticate_user(self, refresh_token: RefreshToken) -> Principal | None:
+        citizen = db.session.get(Citizen, refresh_token.citizen_id)
+        if citizen is None:
+            return None
+        return Principal(citizen, refresh_token.auth_time, refresh_token.method, refresh_token.sid)
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        """Nothing to do: the old token was marked rotated when it was claimed."""
+
+
+def _our_access_token(token_string: str) -> tokens.AccessToken | None:
+    try:
+        return tokens.AccessToken(verify_access_token(token_string, check_revoked=False))
+    except BearerTokenError:
+        return None
+
+
+class RevocationEndpoint(rfc7009.RevocationEndpoint):
+    """RFC 7009: a client revokes its own access or refresh tokens."""
+
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        if token_type_hint != "refresh_token" and "." in token_string:
+            return _our_access_token(token_string)
+        return tokens.find(token_string)
+
+    def revoke_token(self, token, request) -> None:
+        if isinstance(token, tokens.AccessToken):
+            token.revoke()
+        else:
+            tokens.revoke_family(token.family_id, reason="refresh_token_revoked")
+
+
+class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):
+    """RFC 7662 for agencies' APIs: a client may introspect tokens issued to it."""
+
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        if token_type_hint != "refresh_token" and "." in token_string:
+            return _our_access_token(token_string)
+        return tokens.find(token_string)
+
+    def check_permission(self, token, client, request) -> bool:
+        return token.check_client(client)
+
+    def introspect_token(self, token) -> dict[str, Any]:
+        payload = tokens.introspection_of(token)
+        if isinstance(token, RefreshToken):
+            citizen = db.session.get(Citizen, token.citizen_id)
+            client = _query_client(token.client_id)
+            if citizen is not None and client is not None:
+                payload["sub"] = subject_for(citizen, client)
+        return payload
 
 
 class Server(AuthorizationServer):
@@ -400,9 +496,15 @@ def init_app(app) -> None:
     app.config["OAUTH2_SCOPES_SUPPORTED"] = SCOPES
     server.init_app(app, query_client=_query_client, save_token=_save_token)
     server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDConnectCode(require_nonce=False)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_endpoint(RevocationEndpoint)
+    server.register_endpoint(IntrospectionEndpoint)
     server.register_extension(issuer_parameter)
+    from .client_auth import PrivateKeyJWT  # private_key_jwt (RFC 7523 §2.2), see client_auth.py
+    server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
     server.register_token_generator("default", AccessTokenGenerator(
         cfg.server.issuer, alg=cfg.keys.access_token_alg,
+        refresh_token_generator=lambda **kwargs: tokens.new_refresh_token(),
         expires_generator=lambda client, grant_type: current_app.extensions["idp.settings"].tokens.access_token_ttl,
     ))
 
@@ -419,18 +521,30 @@ def discovery_document() -> dict[str, Any]:
         "scopes_supported": SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "revocation_endpoint": f"{iss}/revoke",
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint": f"{iss}/introspect",
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "subject_types_supported": ["pairwise", "public"],
         "id_token_signing_alg_values_supported": [settings.keys.id_token_alg],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        # private_key_jwt assertions (RFC 8414 §2): RS256 or ES256, never none or HMAC.
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid",
                              "name", "given_name", "family_name", "birthdate", "locale",
-                             "phone_number", "phone_number_verified"],
+                             "phone_number", "phone_number_verified", "national_id", "age_over_18"],
         "acr_values_supported": list(ACR.values()),
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
         "ui_locales_supported": ["fa-IR", "en"],
+        "end_session_endpoint": f"{iss}/logout",
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
     }

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from urllib.parse import urlencode
 
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Request, Response, jsonify, redirect, request, url_for
 from werkzeug.test import EnvironBuilder
 
@@ -21,8 +24,8 @@ from .errors import BadAuthorizationRequest, InteractionGone, UnknownClient
 from .extensions import csrf, db, keyring, settings
 from .i18n import use_ui_locales
 from .models import Citizen
-from .oauth import BearerTokenError, Principal, claims_for, discovery_document, issuer_parameter, \
-    open_ref, server, verify_access_token
+from .oauth import ACR, BearerTokenError, Principal, claims_for, discovery_document, issuer_parameter, \
+    open_ref, server, subject_for, verify_access_token, verify_id_token_hint
 
 bp = Blueprint("oidc", __name__)
 
@@ -91,29 +94,125 @@ def _error_response(error: OAuth2Error) -> Response:
     raise BadAuthorizationRequest(error.error, error.description)
 
 
-def _authorize(http_request: Request, session: dict | None, fresh: bool = False) -> Response:
-    """Answer one authorization request for the holder of ``session`` (or pause it for a login)."""
+#: OIDC parameters that must appear at most once (Authlib checks the OAuth ones).
+_SINGLE = ("nonce", "prompt", "max_age", "acr_values", "login_hint", "id_token_hint", "ui_locales",
+           "code_challenge", "code_challenge_method")
+
+
+def _check_single_values(http_request: Request, redirect_uri: str) -> None:
+    for name in _SINGLE:
+        if len(http_request.values.getlist(name)) > 1:
+            raise InvalidRequestError(f"Multiple '{name}' in request.", redirect_uri=redirect_uri)
+
+
+def _max_age(http_request: Request, redirect_uri: str) -> int | None:
+    raw = http_request.values.get("max_age")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 10:
+        raise InvalidRequestError("Invalid 'max_age'", redirect_uri=redirect_uri)
+    return int(raw)
+
+
+def _needs_login(principal: Principal | None, http_request: Request, client, prompts: set[str],
+                 redirect_uri: str) -> bool:
+    """Whether the person must prove who they are now (OIDC Core §3.1.2.1 prompt, max_age,
+    acr_values, id_token_hint)."""
+    if principal is None or "login" in prompts:
+        return True
+    max_age = _max_age(http_request, redirect_uri)
+    if max_age is not None and time.time() - principal.auth_time > max_age:
+        return True
+    wanted = (http_request.values.get("acr_values") or "").split()
+    if wanted and principal.acr not in wanted and ACR["sms"] not in wanted:
+        return True  # only an authenticator-app login satisfies this request
+    hint = http_request.values.get("id_token_hint")
+    if hint:
+        claims = verify_id_token_hint(hint)
+        if claims is None:
+            raise InvalidRequestError("Invalid 'id_token_hint'", redirect_uri=redirect_uri)
+        if claims.get("sub") != subject_for(principal.citizen, client):
+            return True  # the agency expects someone else
+    return False
+
+
+def _pause(http_request: Request, client, session: dict | None, paused: tuple[str, dict] | None,
+           endpoint: str, **state) -> Response:
+    """Keep the request in the store and send the person to a page (login or consent)."""
+    if paused:
+        rid, interaction = paused
+        interaction.update(state)
+        if not sessions.update_interaction(rid, interaction):
+            raise InteractionGone()
+    else:
+        rid = sessions.start_interaction(list(http_request.values.items(multi=True)), client.client_id, **state)
+    response = redirect(url_for(endpoint, r=rid), code=303)
+    sessions.bind_interaction(response, rid)
+    return response
+
+
+def _consent_needed(principal: Principal, client, scope: str, prompts: set[str]) -> bool:
+    try:
+        from . import consent
+    except ImportError:  # the consent pages are not installed
+        return False
+    return "consent" in prompts or consent.needs_consent(principal.citizen.id, client, scope)
+
+
+def _authorize(http_request: Request, session: dict | None, paused: tuple[str, dict] | None = None) -> Response:
+    """Answer one authorization request for the holder of ``session``, or pause it.
+
+    Reads top to bottom: validate the request (Authlib, tightened in oauth.py) -> single-valued
+    parameters -> must the person log in now? -> must they consent? -> issue the code.
+    ``paused`` is the interaction this request comes back from (after a login or consent).
+    """
     oauth_request = FlaskOAuth2Request(http_request)
     use_ui_locales(http_request.values.get("ui_locales"))
     principal = _principal(session)
+    interaction = paused[1] if paused else {}
+    # Logged in during this very interaction: prompt=login, max_age and acr are satisfied.
+    fresh = bool(session) and interaction.get("sid") == session["sid"] and bool(interaction.get("fresh"))
     try:
-        grant = server.get_consent_grant(oauth_request, end_user=principal)
+        try:
+            grant = server.get_consent_grant(oauth_request, end_user=principal)
+        except OAuth2Error as error:
+            if error.redirect_uri:  # a repeated prompt must not be read as its first value
+                _check_single_values(http_request, error.redirect_uri)
+            raise
+        client = grant.request.client
+        redirect_uri = oauth_request.payload.redirect_uri or client.get_default_redirect_uri()
+        _check_single_values(http_request, redirect_uri)
+        prompts = set((http_request.values.get("prompt") or "").split())
+        if not fresh and _needs_login(principal, http_request, client, prompts, redirect_uri):
+            if "none" in prompts:
+                raise LoginRequiredError(redirect_uri=redirect_uri)
+            return _pause(http_request, client, session, paused, "login.identify")
+        if interaction.get("consent") == "denied":
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        if interaction.get("consent") != "granted" and _consent_needed(principal, client, grant.request.scope,
+                                                                        prompts):
+            if "none" in prompts:
+                raise ConsentRequiredError(redirect_uri=redirect_uri)
+            return _pause(http_request, client, session, paused, "consent.page", sid=session["sid"])
     except OAuth2Error as error:
-        return _error_response(error)
+        error.state = http_request.values.get("state")
+        return _finish(paused, _error_response(error))
     except ValueError:
         # Authlib refuses to build an error description from hostile input (AUTHLIB-NOTES §7).
         raise BadAuthorizationRequest("invalid_request", "Malformed request") from None
-    client = grant.request.client
-    if principal is None:
-        rid = sessions.start_interaction(list(http_request.values.items(multi=True)), client.client_id)
-        response = redirect(url_for("login.identify", r=rid), code=303)
-        sessions.bind_interaction(response, rid)
-        return response
     response = server.create_authorization_response(oauth_request, grant=grant, grant_user=principal)
     if response.status_code in (301, 302, 303) and "code=" in response.headers.get("Location", ""):
         sessions.note_client(session, client.client_id)
         if not fresh:
             citizens.record_authentication(principal.citizen, client.client_id, principal.method, sso=True)
+    return _finish(paused, response)
+
+
+def _finish(paused: tuple[str, dict] | None, response: Response) -> Response:
+    """The request is answered: forget its interaction."""
+    if paused:
+        sessions.end_interaction(paused[0])
+        sessions.release_interaction(response, paused[0])
     return response
 
 
@@ -127,19 +226,16 @@ def authorize():
 
 @bp.get("/authorize/resume")
 def resume():
-    """Come back from the login pages: answer the paused request with the fresh session."""
+    """Come back from the login or consent pages and answer the paused request."""
     rid = request.args.get("r")
     interaction = sessions.get_interaction(rid)
     session = sessions.current_session()
     if not interaction or not session or interaction.get("sid") != session["sid"]:
         raise InteractionGone()
-    sessions.end_interaction(rid)
     if interaction.get("return_to"):
         response = redirect(interaction["return_to"], code=303)
-    else:
-        response = _authorize(_replayed_request(interaction["args"]), session, fresh=True)
-    sessions.release_interaction(response, rid)
-    return response
+        return _finish((rid, interaction), response)
+    return _authorize(_replayed_request(interaction["args"]), session, paused=(rid, interaction))
 
 
 # ---- token -------------------------------------------------------------------------------------
@@ -151,6 +247,24 @@ def token():
     response = server.create_token_response()
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.post("/revoke")
+@csrf.exempt
+def revoke():
+    """Token revocation (RFC 7009)."""
+    response = server.create_endpoint_response("revocation")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/introspect")
+@csrf.exempt
+def introspect():
+    """Token introspection (RFC 7662), for agencies' APIs."""
+    response = server.create_endpoint_response("introspection")
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -33,12 +33,13 @@ def _cookie_args() -> dict[str, Any]:
 ACCOUNT_CLIENT = "idp-account"
 
 
-def start_interaction(args: list[tuple[str, str]], client_id: str, return_to: str | None = None) -> str:
+def start_interaction(args: list[tuple[str, str]], client_id: str, return_to: str | None = None,
+                      **state: Any) -> str:
     """Pause an authorization request (or, with ``return_to``, a visit to the citizen's own
     account pages); returns its id. Call bind_interaction on the response."""
     rid = secrets.token_urlsafe(24)
     store.put_pending(rid, {"args": args, "client_id": client_id, "created": int(time.time()),
-                            "return_to": return_to}, ttl=settings.login.pending_ttl)
+                            "return_to": return_to, **state}, ttl=settings.login.pending_ttl)
     return rid
 
 
@@ -83,6 +84,7 @@ def create_session(citizen_id: int, method: str, response: Response) -> dict[str
     session = {"sid": sid, "citizen_id": citizen_id, "auth_time": int(time.time()), "method": method,
                "clients": []}
     store.put_session(sid, session, ttl=settings.login.session_ttl)
+    store.index_citizen_session(citizen_id, sid, ttl=settings.login.session_ttl)
     response.set_cookie(SSO_COOKIE, sid, **_cookie_args())
     return session
 

@@ -12,11 +12,16 @@ Key schema (all under the configured prefix):
 ``sms-down``                          set for a minute after the SMS gateway failed
 ``totp-new:{sid}``                    an authenticator secret shown but not yet confirmed
 ``sess:{sid}``                        a single sign-on session (JSON)
+``sess-of:{citizen_id}``              the ids of a citizen's SSO sessions (set; TTL = session_ttl,
+                                      renewed at each login; members may be stale, which is harmless)
 ``code:{sha256(code)}``               an authorization code's grant (JSON); consumed by GETDEL
 ``code-used:{sha256(code)}``          marks a redeemed code, to detect and punish replay
 ``nonce:{client}:{sha256(nonce)}``    a nonce already bound to a code (replay detection)
 ``revoked-at:{jti}``                  an access token revoked before its expiry
+``jti:{client}:{sha256(jti)}``        a private_key_jwt client assertion already used (until it expires)
 ``hll:day:{date}[:{client}]``         HyperLogLog of today's unique citizens (live figures)
+``live:logins:{date}``                today's logins per client (hash: client -> count)
+``live:since:{date}``                 when the live figures of a day began (a later time = flushed)
 ``rl:{limit}:{fingerprint}``          a sliding-window log (sorted set of hit times) of one limit
 ``fail:{fingerprint}``                consecutive wrong codes of a national ID + mobile pair
 ``cool:{fingerprint}``                a cool-off in force (its TTL is the wait)
@@ -189,6 +194,28 @@ class Store:
         """End an SSO session."""
         self.redis.delete(self._k("sess", sid))
 
+    # ---- a citizen's sessions (for logging a citizen out everywhere) ------------------------
+    def index_citizen_session(self, citizen_id: int, sid: str, ttl: int) -> None:
+        """Add a session to its citizen's set; the set lives as long as its newest session."""
+        key = self._k("sess-of", str(citizen_id))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(key, sid)
+        pipe.expire(key, ttl)
+        pipe.execute()
+
+    def citizen_session_ids(self, citizen_id: int) -> list[str]:
+        """The ids of a citizen's sessions (some may have ended already)."""
+        return sorted(self.redis.smembers(self._k("sess-of", str(citizen_id))))
+
+    def end_sessions(self, citizen_id: int, sids: list[str]) -> None:
+        """Delete SSO sessions and drop them from their citizen's set, in one round trip."""
+        if not sids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(*[self._k("sess", sid) for sid in sids])
+        pipe.srem(self._k("sess-of", str(citizen_id)), *sids)
+        pipe.execute()
+
     # ---- authorization codes ----------------------------------------------------------------
     def put_code(self, code: str, payload: dict[str, Any], ttl: int, nonce_ttl: int) -> None:
         """Save a code's grant; its nonce (if any) is recorded as used in the same round trip."""
@@ -231,6 +258,12 @@ class Store:
         """Whether an access token was revoked."""
         return bool(self.redis.exists(self._k("revoked-at", jti)))
 
+    # ---- client assertions (private_key_jwt) ------------------------------------------------
+    def use_client_assertion(self, client_id: str, jti: str, ttl: int) -> bool:
+        """Mark an assertion's jti used (atomic SET NX) until the assertion expires; True for
+        exactly one caller, so an assertion is single use (RFC 7523 §3 item 7)."""
+        return bool(self.redis.set(self._k("jti", client_id, _sha(jti)), "1", ex=max(int(ttl), 1), nx=True))
+
     # ---- live counters ----------------------------------------------------------------------
     def count_daily_user(self, day: str, client_id: str, member: str, ttl: int) -> None:
         """Add a citizen to today's unique-user HyperLogLogs (overall and per client)."""
@@ -238,7 +271,26 @@ class Store:
         for key in (self._k("hll", "day", day), self._k("hll", "day", day, client_id)):
             pipe.pfadd(key, member)
             pipe.expire(key, ttl)
+        pipe.hincrby(self._k("live", "logins", day), client_id, 1)
+        pipe.expire(self._k("live", "logins", day), ttl)
+        pipe.set(self._k("live", "since", day), f"{time.time():.3f}", nx=True, ex=ttl)
         pipe.execute()
+
+    def live_day(self, day: str) -> tuple[float | None, dict[str, int], dict[str, int], int]:
+        """A day's live figures: (since, logins per client, unique citizens per client, unique
+        citizens overall). ``since`` is None when the store holds nothing for that day."""
+        logins_key = self._k("live", "logins", day)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self._k("live", "since", day))
+        pipe.hgetall(logins_key)
+        pipe.pfcount(self._k("hll", "day", day))
+        since, logins, total = pipe.execute()
+        clients = sorted(logins)
+        pipe = self.redis.pipeline(transaction=False)
+        for client_id in clients:
+            pipe.pfcount(self._k("hll", "day", day, client_id))
+        uniques = dict(zip(clients, (int(n) for n in pipe.execute()))) if clients else {}
+        return (float(since) if since else None), {k: int(v) for k, v in logins.items()}, uniques, int(total)
 
     def daily_users(self, day: str, client_id: str | None = None) -> int:
         """Approximate unique citizens on a day (overall, or for one client)."""

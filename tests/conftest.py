@@ -105,6 +105,7 @@ class LiveProvider:
         from idp.agencies import register_client
 
         redirect = kwargs.pop("redirect_uri", f"http://127.0.0.1:9/{uuid.uuid4().hex[:6]}/cb")
+        kwargs.setdefault("trusted", True)  # consent pages are tested on their own
         with self.app.app_context():
             client, secret = register_client(kwargs.pop("name", "Test agency"), [redirect], **kwargs)
             return client.client_id, secret, redirect

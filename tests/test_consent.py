@@ -1,0 +1,390 @@
+"""Consent: trusted agencies never ask; other services ask once per scope set (again, with the new
+items marked, when they want more); citizens see and withdraw grants on /account/services, and
+operators with `idp consents list|revoke`."""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import sys
+
+import requests
+
+from idp.national_id import make_national_id
+
+from .helpers import form_fields, redirect_params
+
+APPROVE = 'name="decision" value="approve"'
+
+
+def _cli_env(provider) -> dict:
+    env = {"PATH": "/usr/bin:/bin"}
+    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
+        for key, value in keys.items():
+            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def _cli(provider, *args):
+    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=_cli_env(provider),
+                          capture_output=True, text=True, timeout=60)
+
+
+def _citizen_id(provider, national_id: str) -> int:
+    with provider.app.app_context():
+        from idp.citizens import find_by_national_id
+
+        return find_by_national_id(national_id).id
+
+
+def _client(provider, client_id: str):
+    from idp.extensions import db
+    from idp.models import Client
+
+    return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
+
+
+def _allow_national_id(provider, client_id: str) -> None:
+    """Let a client have the national_id scope (only agencies the law allows get it)."""
+    with provider.app.app_context():
+        from idp.extensions import db
+
+        client = _client(provider, client_id)
+        client.client_metadata = {**client.client_metadata, "allow_national_id": True}
+        db.session.commit()
+
+
+def _audit(provider, event: str) -> list[dict]:
+    with provider.app.app_context():
+        from idp.audit import latest
+
+        return latest(200, event)
+
+
+def _sign_in_at(provider, path: str, national_id: str, mobile: str):
+    """Open an account page in a new browser, log in by SMS on the way; returns (browser, page)."""
+    browser = provider.flow()
+    page = browser.follow(browser.get(f"{provider.url}{path}"), "http://never/")
+    assert 'name="national_id"' in page.text, "no session: the account page asks for a login first"
+    sent = len(provider.outbox.messages(mobile))
+    page = browser.follow(browser.submit(page, {"national_id": national_id, "mobile": mobile}), "http://never/")
+    code = provider.outbox.last_code(mobile, after=sent)
+    page = browser.follow(browser.submit(page, {"otp": code}), "http://never/")
+    assert page.status_code == 200 and page.url.split("?")[0].endswith(path), page.url
+    return browser, page
+
+
+# ---- the service -------------------------------------------------------------------------------
+
+def test_trusted_clients_never_need_consent(provider):
+    trusted_id, _, _ = provider.add_client(name="Tax office", trusted=True, scope="openid profile phone")
+    national_id, _ = provider.add_citizen()
+    citizen_id = _citizen_id(provider, national_id)
+    with provider.app.app_context():
+        from idp import consent
+
+        client = _client(provider, trusted_id)
+        assert not consent.needs_consent(citizen_id, client, "openid profile phone")
+        assert not consent.needs_consent(citizen_id, client, "openid", prompt="consent")
+        assert consent.granted(citizen_id) == []
+
+
+def test_untrusted_client_asks_until_a_grant_covers_the_request(provider):
+    client_id, _, _ = provider.add_client(name="Bank", scope="openid profile phone national_id", trusted=False)
+    _allow_national_id(provider, client_id)
+    national_id, _ = provider.add_citizen()
+    citizen_id = _citizen_id(provider, national_id)
+    with provider.app.app_context():
+        from idp import consent
+
+        client = _client(provider, client_id)
+        assert consent.needs_consent(citizen_id, client, "openid"), "even a bare sub is asked for"
+        assert consent.needs_consent(citizen_id, client, "openid profile")
+        consent.grant(citizen_id, client_id, "openid profile")
+        assert not consent.needs_consent(citizen_id, client, "openid profile")
+        assert not consent.needs_consent(citizen_id, client, "profile openid")
+        assert not consent.needs_consent(citizen_id, client, "openid"), "a narrower request is covered"
+        assert not consent.needs_consent(citizen_id, client, "openid profile email"), \
+            "scopes the client may not have are not asked about"
+        assert consent.needs_consent(citizen_id, client, "openid profile phone"), "a superset asks again"
+        assert consent.needs_consent(citizen_id, client, "openid profile", prompt="login consent")
+
+        consent.grant(citizen_id, client_id, "openid phone")
+        assert consent.granted_scopes(citizen_id, client_id) == ("openid", "profile", "phone"), "union, in order"
+        assert not consent.needs_consent(citizen_id, client, "openid profile phone")
+        [grant] = consent.granted(citizen_id)
+        assert grant.client_id == client_id and grant.name == "Bank"
+        assert grant.scopes == ("openid", "profile", "phone") and grant.granted_at <= grant.updated_at
+
+        assert consent.withdraw(citizen_id, client_id) is True
+        assert consent.needs_consent(citizen_id, client, "openid profile"), "withdrawn: it asks again"
+        assert consent.withdraw(citizen_id, client_id) is False
+        assert consent.granted(citizen_id) == []
+
+
+def test_grants_are_per_citizen_and_per_client(provider):
+    first_id, _, _ = provider.add_client(name="First", scope="openid profile", trusted=False)
+    second_id, _, _ = provider.add_client(name="Second", scope="openid profile", trusted=False)
+    alice, _ = provider.add_citizen()
+    bob, _ = provider.add_citizen()
+    alice_id, bob_id = _citizen_id(provider, alice), _citizen_id(provider, bob)
+    with provider.app.app_context():
+        from idp import consent
+
+        consent.grant(alice_id, first_id, "openid profile")
+        assert consent.needs_consent(alice_id, _client(provider, second_id), "openid profile")
+        assert consent.needs_consent(bob_id, _client(provider, first_id), "openid profile")
+        assert [g.client_id for g in consent.granted(bob_id)] == []
+
+
+# ---- the consent page --------------------------------------------------------------------------
+
+def _paused(provider, browser, client_id: str, scope: str, sid: str | None = None, **extra) -> str:
+    """A paused authorization request after login, as /authorize/resume leaves it for the page."""
+    with provider.app.app_context():
+        from idp import sessions
+
+        args = [["response_type", "code"], ["client_id", client_id], ["scope", scope], ["state", "s-1"],
+                *[[k, v] for k, v in extra.items()]]
+        rid = sessions.start_interaction(args, client_id)
+        sessions.update_interaction(rid, {"args": args, "client_id": client_id, "created": 0, "return_to": None,
+                                          "sid": sid or browser.http.cookies.get("idp_sso")})
+    browser.http.cookies.set("idp_flow_" + rid[:12], rid, domain="127.0.0.1", path="/")
+    return rid
+
+
+def _interaction(provider, rid: str) -> dict:
+    with provider.app.app_context():
+        from idp.extensions import store
+
+        return store.get_pending(rid)
+
+
+def test_consent_page_lists_claims_then_approval_is_remembered(provider):
+    client_id, _, _ = provider.add_client(name="Bank", name_fa="بانک ملت", scope="openid profile phone national_id",
+                                          trusted=False)
+    _allow_national_id(provider, client_id)
+    national_id, mobile = provider.add_citizen()
+    citizen_id = _citizen_id(provider, national_id)
+    browser, _ = _sign_in_at(provider, "/account/services", national_id, mobile)
+
+    rid = _paused(provider, browser, client_id, "openid profile phone")
+    page = browser.get(f"{provider.url}/consent?r={rid}")
+    assert page.status_code == 200, page.text[:300]
+    assert APPROVE in page.text and 'name="decision" value="deny"' in page.text
+    assert 'name="csrf_token"' in page.text and "<script" not in page.text and "style=" not in page.text
+    assert "بانک ملت" in page.text and 'dir="rtl"' in page.text
+    for claim in ("شناسه‌ای از شما", "نام، نام خانوادگی و تاریخ تولد شما", "شماره همراه شما"):
+        assert claim in page.text, claim
+    assert "کد ملی شما" not in page.text, "only what was asked is listed"
+    assert "(تازه)" not in page.text, "nothing is new the first time"
+    english = browser.get(f"{provider.url}/consent?r={rid}&lang=en")
+    assert "Bank" in english.text and "Your mobile number" in english.text
+    assert "Your given name, family name and date of birth" in english.text
+
+    done = browser.submit(page, {"decision": "approve"})
+    assert done.status_code == 303 and done.headers["Location"].endswith(f"/authorize/resume?r={rid}")
+    assert _interaction(provider, rid)["consent"] == "granted"
+    with provider.app.app_context():
+        from idp import consent
+
+        assert consent.granted_scopes(citizen_id, client_id) == ("openid", "profile", "phone")
+        assert not consent.needs_consent(citizen_id, _client(provider, client_id), "openid phone")
+    granted = [e for e in _audit(provider, "consent_granted") if e["client_id"] == client_id]
+    assert granted and granted[-1]["details"]["scope"] == "openid profile phone"
+    assert national_id not in json.dumps(granted)
+
+    # Asking for more lists everything requested and marks only what is new.
+    more = _paused(provider, browser, client_id, "openid profile phone national_id", ui_locales="en")
+    page = browser.get(f"{provider.url}/consent?r={more}")
+    assert "Your national ID" in page.text and "now asks for more than you allowed before" in page.text
+    assert page.text.count("(new)") == 1
+    assert re.search(r"Your national ID\s*<strong[^>]*>\(new\)", page.text)
+
+
+def test_denying_records_no_grant(provider):
+    client_id, _, _ = provider.add_client(name="Shop", scope="openid profile", trusted=False)
+    national_id, mobile = provider.add_citizen()
+    browser, _ = _sign_in_at(provider, "/account/services", national_id, mobile)
+    rid = _paused(provider, browser, client_id, "openid profile")
+    page = browser.get(f"{provider.url}/consent?r={rid}")
+    done = browser.submit(page, {"decision": "deny"})
+    assert done.status_code == 303 and "/authorize/resume?r=" in done.headers["Location"]
+    assert _interaction(provider, rid)["consent"] == "denied"
+    with provider.app.app_context():
+        from idp import consent
+
+        assert consent.granted_scopes(_citizen_id(provider, national_id), client_id) == ()
+    assert any(e["client_id"] == client_id for e in _audit(provider, "consent_denied"))
+
+    bad = browser.submit(browser.get(f"{provider.url}/consent?r={rid}"), {"decision": "maybe"})
+    assert bad.status_code == 400
+    assert _interaction(provider, rid)["consent"] == "denied"
+
+
+def test_consent_page_belongs_to_the_session_and_browser_that_logged_in(provider):
+    client_id, _, _ = provider.add_client(scope="openid profile", trusted=False)
+    national_id, mobile = provider.add_citizen()
+    browser, _ = _sign_in_at(provider, "/account/services", national_id, mobile)
+    foreign = _paused(provider, browser, client_id, "openid profile", sid="someone-elses-session")
+    page = browser.get(f"{provider.url}/consent?r={foreign}")
+    assert page.status_code == 400 and "interaction_expired" in page.text and APPROVE not in page.text
+
+    rid = _paused(provider, browser, client_id, "openid profile")
+    stranger = provider.flow()  # no flow cookie, no session
+    assert stranger.get(f"{provider.url}/consent?r={rid}").status_code == 400
+    fields = form_fields(browser.get(f"{provider.url}/consent?r={rid}").text)
+    forged = stranger.http.post(f"{provider.url}/consent?r={rid}", data={**fields, "decision": "approve"},
+                                allow_redirects=False, timeout=10)
+    assert forged.status_code == 400
+    no_csrf = browser.http.post(f"{provider.url}/consent?r={rid}", data={"decision": "approve"},
+                                allow_redirects=False, timeout=10)
+    assert no_csrf.status_code == 400 and "consent" not in _interaction(provider, rid)
+    assert browser.get(f"{provider.url}/consent?r=unknown").status_code == 400
+
+
+# ---- connected services ------------------------------------------------------------------------
+
+def test_connected_services_lists_and_withdraws(provider):
+    bank_id, _, _ = provider.add_client(name="Bank", name_fa="بانک ملت", scope="openid profile phone", trusted=False)
+    shop_id, _, _ = provider.add_client(name="Bookshop", scope="openid profile", trusted=False)
+    national_id, mobile = provider.add_citizen()
+    citizen_id = _citizen_id(provider, national_id)
+    with provider.app.app_context():
+        from idp import consent
+
+        consent.grant(citizen_id, bank_id, "openid phone")
+        consent.grant(citizen_id, shop_id, "openid profile")
+
+    browser, page = _sign_in_at(provider, "/account/services", national_id, mobile)
+    assert "بانک ملت" in page.text and "Bookshop" in page.text
+    assert "شماره همراه شما" in page.text and "نام، نام خانوادگی و تاریخ تولد شما" in page.text
+    assert page.text.count('name="client_id"') == 2 and "<script" not in page.text
+    assert re.search(r"اجازه از [۰-۹]+ \S+ [۰-۹]{4}", page.text), "the date is shown in the Jalali calendar"
+    english = browser.get(f"{provider.url}/account/services?lang=en")
+    assert "Bank" in english.text and "Allowed since" in english.text
+
+    csrf = form_fields(page.text)["csrf_token"]
+    done = browser.http.post(f"{provider.url}/account/services/withdraw", data={"csrf_token": csrf,
+                             "client_id": bank_id}, allow_redirects=False, timeout=10)
+    assert done.status_code == 303 and done.headers["Location"].endswith("/account/services?withdrawn=1")
+    after = browser.get(f"{provider.url}/account/services?withdrawn=1")
+    assert "بانک ملت" not in after.text and "Bookshop" in after.text and 'role="status"' in after.text
+    with provider.app.app_context():
+        from idp import consent
+
+        assert consent.needs_consent(citizen_id, _client(provider, bank_id), "openid phone")
+        assert [g.client_id for g in consent.granted(citizen_id)] == [shop_id]
+    assert any(e["client_id"] == bank_id and e["details"].get("via") == "account"
+               for e in _audit(provider, "consent_withdrawn"))
+
+    no_csrf = browser.http.post(f"{provider.url}/account/services/withdraw", data={"client_id": shop_id},
+                                allow_redirects=False, timeout=10)
+    assert no_csrf.status_code == 400
+    account = browser.get(f"{provider.url}/account")
+    assert 'href="/account/services"' in account.text
+
+
+def test_connected_services_needs_a_session(provider):
+    r = requests.get(f"{provider.url}/account/services", allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and "/login?r=" in r.headers["Location"]
+    national_id, mobile = provider.add_citizen()
+    _, page = _sign_in_at(provider, "/account/services", national_id, mobile)
+    assert "هنوز به هیچ سامانه‌ای اجازه نداده‌اید" in page.text
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def test_cli_lists_and_revokes(provider):
+    client_id, _, _ = provider.add_client(name="Bank", name_fa="بانک ملت", scope="openid profile phone", trusted=False)
+    national_id, _ = provider.add_citizen()
+    citizen_id = _citizen_id(provider, national_id)
+    with provider.app.app_context():
+        from idp import consent
+
+        consent.grant(citizen_id, client_id, "openid profile")
+
+    out = _cli(provider, "consents", "list", "--national-id", national_id, "--json")
+    assert out.returncode == 0, out.stderr
+    [row] = json.loads(out.stdout)
+    assert row["client_id"] == client_id and row["name_fa"] == "بانک ملت" and row["scope"] == "openid profile"
+    text = _cli(provider, "consents", "list", "--national-id", national_id)
+    assert text.returncode == 0 and client_id in text.stdout and "openid profile" in text.stdout
+
+    stranger = make_national_id(f"{secrets.randbelow(10**9):09d}")
+    for args, why in (((national_id, "no-such-client"), "no client"),
+                      ((stranger, client_id), "no citizen"),
+                      (("12345", client_id), "not a valid national ID")):
+        bad = _cli(provider, "consents", "revoke", "--national-id", args[0], "--client", args[1])
+        assert bad.returncode != 0 and why in bad.stderr, (args, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+    done = _cli(provider, "consents", "revoke", "--national-id", national_id, "--client", client_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"client_id": client_id, "withdrawn": True}
+    with provider.app.app_context():
+        from idp import consent
+
+        assert consent.granted(citizen_id) == []
+    again = _cli(provider, "consents", "revoke", "--national-id", national_id, "--client", client_id)
+    assert again.returncode != 0 and "no consent" in again.stderr
+    empty = _cli(provider, "consents", "list", "--national-id", national_id, "--json")
+    assert empty.returncode == 0 and json.loads(empty.stdout) == []
+    assert any(e["client_id"] == client_id and e["details"].get("via") == "cli"
+               for e in _audit(provider, "consent_withdrawn"))
+
+
+# ---- through /authorize ------------------------------------------------------------------------
+
+def test_trusted_clients_get_a_code_without_a_consent_page(provider):
+    client_id, _, redirect = provider.add_client(name="Tax office", trusted=True, scope="openid profile phone")
+    national_id, mobile = provider.add_citizen()
+    result = provider.flow().login(client_id, redirect, national_id, mobile, scope="openid profile phone")
+    assert result["code"] and result["iss"] == provider.url
+
+
+def _login_to_consent(provider, browser, client_id, redirect, national_id, mobile, **extra):
+    page = browser.start(client_id, redirect, **extra)
+    assert 'name="national_id"' in page.text, page.text[:300]
+    sent = len(provider.outbox.messages(mobile))
+    page = browser.follow(browser.submit(page, {"national_id": national_id, "mobile": mobile}), redirect)
+    code = provider.outbox.last_code(mobile, after=sent)
+    return browser.follow(browser.submit(page, {"otp": code}), redirect)
+
+
+def test_authorize_asks_consent_for_untrusted_clients(provider):
+    client_id, secret, redirect = provider.add_client(name="Bank", scope="openid profile phone", trusted=False)
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+
+    page = _login_to_consent(provider, browser, client_id, redirect, national_id, mobile, scope="openid profile")
+    assert page.status_code == 200 and APPROVE in page.text, "an untrusted client asks first"
+    result = redirect_params(browser.follow(browser.submit(page, {"decision": "approve"}), redirect), redirect)
+    assert result["code"] and result["iss"] == provider.url
+    token = browser.exchange(client_id, secret, redirect, result["code"])
+    assert token.status_code == 200, token.text
+
+    again = browser.start(client_id, redirect, scope="openid profile")
+    assert again.is_redirect, "consent is remembered: single sign-on answers at once"
+    assert redirect_params(again, redirect)["code"]
+
+    more = browser.start(client_id, redirect, scope="openid profile phone", ui_locales="en")
+    assert more.status_code == 200 and APPROVE in more.text, "a wider request asks again"
+    assert more.text.count("(new)") == 1 and "Your mobile number" in more.text
+    result = redirect_params(browser.follow(browser.submit(more, {"decision": "approve"}), redirect), redirect)
+    assert result["code"]
+
+    silent = browser.start(client_id, redirect, scope="openid profile phone national_id", prompt="none")
+    assert redirect_params(silent, redirect)["code"], "national_id is not allowed for this client: nothing new"
+
+    other = provider.flow()
+    national_id2, mobile2 = provider.add_citizen()
+    page = _login_to_consent(provider, other, client_id, redirect, national_id2, mobile2, state="deny-me")
+    denied = redirect_params(other.follow(other.submit(page, {"decision": "deny"}), redirect), redirect)
+    assert denied["error"] == "access_denied" and denied["iss"] == provider.url and denied["state"] == "deny-me"
+    assert "code" not in denied
+    with provider.app.app_context():
+        from idp import consent
+
+        assert consent.granted(_citizen_id(provider, national_id2)) == []

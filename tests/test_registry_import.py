@@ -1,0 +1,363 @@
+"""`idp citizens import`: every row validated, bad rows reported by line, one transaction, re-import
+updates the registry facts and never the subject_key. On SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import random
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from idp.national_id import InvalidMobile, InvalidNationalId, make_national_id, parse_mobile, parse_national_id
+
+from .test_cli import env, run  # noqa: F401 - the operator's environment fixture
+
+HEADER = "national_id,mobile,birth_date,given_name,family_name,given_name_latin,family_name_latin\n"
+
+
+def new_id() -> str:
+    while True:
+        value = make_national_id(f"{secrets.randbelow(10**9):09d}")
+        if len(set(value)) > 1:
+            return value
+
+
+def bad_check_digit(national_id: str) -> str:
+    return national_id[:9] + str((int(national_id[9]) + 1) % 10)
+
+
+def to_persian(digits: str) -> str:
+    return digits.translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
+
+
+def do_import(provider, path, report=None):
+    from idp.registry import import_file
+
+    with provider.app.app_context():
+        return import_file(path, report)
+
+
+def citizen(provider, national_id):
+    from idp.extensions import db
+    from idp.models import Citizen
+
+    with provider.app.app_context():
+        row = db.session.execute(db.select(Citizen).filter_by(national_id=national_id)).scalar_one_or_none()
+        if row is not None:
+            db.session.expunge(row)
+        return row
+
+
+def count(provider) -> int:
+    from idp.extensions import db
+    from idp.models import Citizen
+
+    with provider.app.app_context():
+        return db.session.execute(db.select(db.func.count()).select_from(Citizen)).scalar_one()
+
+
+def test_valid_rows_are_loaded(provider, tmp_path):
+    a, b, c = new_id(), new_id(), new_id()
+    f = tmp_path / "ok.csv"
+    f.write_text(HEADER + f"{a},09121234567,1985-02-03,علی,رضایی,Ali,Re\\zaei\n"
+                 f"{to_persian(b)},+98 935 111 2233,{to_persian('1983-03-21')},,,,\n"
+                 # columns may come in any order; optional ones may be absent
+                 , encoding="utf-8")
+    g = tmp_path / "reordered.csv"
+    g.write_text(f"Birth_Date , mobile,national_id\n2001-12-31,9127654321,{c}\n", encoding="utf-8")
+    r = do_import(provider, f)
+    assert (r.rows, r.loaded, r.inserted, r.updated, r.rejected) == (2, 2, 2, 0, 0), r.rejections
+    assert r.report_path is None and not (tmp_path / "ok.csv.rejected.csv").exists()
+    r = do_import(provider, g)
+    assert (r.loaded, r.inserted, r.rejected) == (1, 1, 0), r.rejections
+
+    row = citizen(provider, a)
+    assert (row.mobile, row.birth_date, row.given_name, row.family_name, row.given_name_latin,
+            row.family_name_latin) == ("+989121234567", dt.date(1985, 2, 3), "علی", "رضایی", "Ali", "Re\\zaei")
+    assert len(row.subject_key) == 43 and row.created_at.tzinfo is not None
+    row = citizen(provider, b)
+    assert (row.mobile, row.birth_date, row.given_name) == ("+989351112233", dt.date(1983, 3, 21), None)
+    assert citizen(provider, c).mobile == "+989127654321"
+
+
+def test_each_bad_row_is_rejected_with_its_line_and_reason(provider, tmp_path):
+    good, dup, later = new_id(), new_id(), new_id()
+    tomorrow = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+    rows = [
+        f"{good},09121234567,1985-02-03,سارا,,,",                         # 2
+        f"{bad_check_digit(new_id())},09121234567,1985-02-03,,,,",        # 3
+        f"{new_id()},0812345678,1985-02-03,,,,",                          # 4
+        f"{new_id()},09121234567,1985-02-30,,,,",                         # 5
+        f"{new_id()},09121234567,03/02/1985,,,,",                         # 6
+        f"{new_id()},09121234567,{tomorrow},,,,",                         # 7
+        f"{new_id()},09121234567,1899-12-31,,,,",                         # 8
+        f"{new_id()},09121234567,1985-02-03,{'ن' * 101},,,",               # 9
+        f"{dup},09121234567,1985-02-03,,,,",                              # 10
+        f"{dup},09129999999,1990-01-01,,,,",                              # 11
+        f",09121234567,1985-02-03,,,,",                                   # 12
+        f"{new_id()},09121234567,1985-02-03,a,b,c,d,extra",               # 13
+        f'{new_id()},09121234567,1985-02-03,"two\nlines",,,',             # 14-15
+        f"{later},09121234567,1985-02-03,,,,",                            # 16
+        "1111111111,09121234567,1985-02-03,,,,",                          # 17
+    ]
+    f = tmp_path / "mixed.csv"
+    f.write_text(HEADER + "\n".join(rows) + "\n", encoding="utf-8")
+    before = count(provider)
+    r = do_import(provider, f)
+    expected = [
+        (3, "national_id: the check digit does not match"),
+        (4, "mobile: not a mobile number in an accepted form"),
+        (5, "birth_date: not a calendar date"),
+        (6, "birth_date: must be YYYY-MM-DD"),
+        (7, "birth_date: in the future"),
+        (8, "birth_date: before 1900"),
+        (9, "given_name: longer than 100 characters"),
+        (11, "national_id: duplicate of an earlier row in this file"),
+        (12, "national_id: missing"),
+        (13, "8 fields, the header has 7"),
+        (14, "given_name: contains control characters"),
+        (17, "national_id: not an issued national ID"),
+    ]
+    assert [(x["line"], x["reason"]) for x in r.rejections] == expected
+    assert (r.rows, r.loaded, r.inserted, r.rejected) == (15, 3, 3, 12)
+    assert count(provider) == before + 3
+    assert citizen(provider, dup).mobile == "+989121234567"  # the first row of a duplicate wins
+    assert citizen(provider, later) is not None
+
+    # The default report sits next to the input.
+    report = tmp_path / "mixed.csv.rejected.csv"
+    assert r.report_path == str(report)
+    with open(report, encoding="utf-8", newline="") as fh:
+        assert list(csv.reader(fh)) == [["line", "reason"]] + [[str(n), why] for n, why in expected]
+
+
+def test_reimport_updates_the_mobile_and_keeps_the_subject_key(provider, tmp_path):
+    from idp.oauth import subject_for
+
+    nid, other = new_id(), new_id()
+    f = tmp_path / "first.csv"
+    f.write_text(HEADER + f"{nid},09121111111,1980-05-05,مریم,کریمی,,\n{other},09122222222,1970-01-01,,,,\n",
+                 encoding="utf-8")
+    assert do_import(provider, f).inserted == 2
+    before = citizen(provider, nid)
+    client_id, _, _ = provider.add_client()  # pairwise subs by default
+
+    g = tmp_path / "second.csv"
+    g.write_text(HEADER + f"{nid},09123333333,1980-05-06,مریم,کریمی‌نژاد,Maryam,\n"
+                 f"{other},09122222222,1970-01-01,,,,\n", encoding="utf-8")
+    r = do_import(provider, g)
+    assert (r.loaded, r.inserted, r.updated, r.unchanged, r.rejected) == (2, 0, 1, 1, 0)
+    after = citizen(provider, nid)
+    assert after.id == before.id and after.subject_key == before.subject_key
+    assert (after.mobile, after.birth_date, after.family_name, after.given_name_latin) == \
+        ("+989123333333", dt.date(1980, 5, 6), "کریمی‌نژاد", "Maryam")
+    assert after.created_at == before.created_at and after.updated_at > before.updated_at
+    from idp.extensions import db
+    from idp.models import Client
+
+    with provider.app.app_context():
+        client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
+        assert subject_for(after, client) == subject_for(before, client)
+
+    # The same file again changes nothing, not even updated_at.
+    r = do_import(provider, g)
+    assert (r.inserted, r.updated, r.unchanged) == (0, 0, 2)
+    assert citizen(provider, nid).updated_at == after.updated_at
+
+
+def test_json_lines_import_and_json_report(provider, tmp_path):
+    a, b, c = new_id(), new_id(), new_id()
+    lines = [
+        json.dumps({"national_id": a, "mobile": "09121234567", "birth_date": "1990-01-01", "given_name": "سارا",
+                    "family_name": None, "note": "unknown keys are ignored"}, ensure_ascii=False),
+        "",
+        '{"national_id": "' + b + '", "mobile": ',
+        "[1, 2]",
+        json.dumps({"national_id": int(c), "mobile": "09121234567", "birth_date": "1990-01-01"}),
+        json.dumps({"national_id": c, "mobile": "09121234567", "birth_date": 19900101}),
+        json.dumps({"national_id": c, "mobile": "09121234567", "birth_date": "1990-01-01", "given_name": "a\u2028b"}),
+    ]
+    f = tmp_path / "people.jsonl"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = tmp_path / "out" / "rejects.jsonl"
+    report.parent.mkdir()
+    r = do_import(provider, f, report)
+    assert [(x["line"], x["reason"]) for x in r.rejections] == [
+        (3, "not valid JSON"), (4, "not a JSON object"), (5, "national_id: must be text"),
+        (6, "birth_date: must be YYYY-MM-DD")]
+    assert (r.rows, r.loaded, r.rejected) == (6, 2, 4)
+    assert citizen(provider, c).given_name == "a\u2028b"  # U+2028 is not a line break in JSON lines
+    assert [json.loads(x) for x in report.read_text(encoding="utf-8").splitlines()] == r.rejections
+
+    # Sniffed: JSON lines in a file without the extension.
+    d = new_id()
+    g = tmp_path / "export.txt"
+    g.write_text("\ufeff" + json.dumps({"national_id": d, "mobile": "9121234567", "birth_date": "2000-02-29"}),
+                 encoding="utf-8")
+    r = do_import(provider, g)
+    assert (r.loaded, r.rejected) == (1, 0) and citizen(provider, d).birth_date == dt.date(2000, 2, 29)
+
+
+def test_report_options(provider, tmp_path):
+    f = tmp_path / "clean.csv"
+    f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
+    explicit = tmp_path / "report.csv"
+    r = do_import(provider, f, explicit)
+    assert r.rejected == 0 and r.report_path == str(explicit)
+    assert explicit.read_text(encoding="utf-8").splitlines() == ["line,reason"]  # asked for: always written
+
+    g = tmp_path / "bytes.csv"
+    g.write_bytes(HEADER.encode() + f"{new_id()},09121234567,1985-02-03,caf\xe9,,,\n".encode("latin-1"))
+    r = do_import(provider, g)
+    assert [(x["line"], x["reason"]) for x in r.rejections] == [(2, "given_name: not UTF-8 text")]
+    assert (tmp_path / "bytes.csv.rejected.csv").read_text(encoding="utf-8").splitlines() == \
+        ["line,reason", "2,given_name: not UTF-8 text"]
+
+
+def test_a_broken_file_loads_nothing(provider, tmp_path):
+    from idp.registry import InvalidCitizen
+
+    rows = [f"{new_id()},09121234567,1985-02-03,,,," for _ in range(4500)]  # more than one batch
+    rows.append(f'{new_id()},09121234567,1985-02-03,"unterminated,,,')
+    f = tmp_path / "broken.csv"
+    f.write_text(HEADER + "\n".join(rows) + "\n" + "\n".join(rows[:10]) + "\n", encoding="utf-8")
+    before = count(provider)
+    with pytest.raises(InvalidCitizen, match=r"broken.csv: line 4502: not readable as CSV \(unexpected end of data\)"):
+        do_import(provider, f)
+    assert count(provider) == before
+    assert not (tmp_path / "broken.csv.rejected.csv").exists()
+
+    for text, message in [("", "empty file"), ("national_id,mobile\n", "the CSV header lacks birth_date"),
+                          ("national_id,mobile,birth_date,mobile\n", "the CSV header repeats mobile"),
+                          ('[{"national_id": "x"}]', "a JSON array")]:
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(InvalidCitizen, match=message):
+            do_import(provider, bad)
+    assert count(provider) == before
+
+
+def test_one_import_at_a_time_on_postgres(provider, tmp_path):
+    if provider.settings.database.url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writers with its own lock")
+    import psycopg
+
+    from idp.registry import InvalidCitizen
+
+    f = tmp_path / "one.csv"
+    f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
+    with psycopg.connect(provider.settings.database.url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext('idp.citizens.import'))")
+        with pytest.raises(InvalidCitizen, match="another citizens import is running"):
+            do_import(provider, f)
+    assert do_import(provider, f).inserted == 1
+
+
+def test_directory_interface(provider):
+    from idp.registry import CitizenDirectory, CitizenRecord, SqlCitizenDirectory, find_citizen
+
+    nid, mobile = provider.add_citizen(birth_date="1975-07-07")
+    with provider.app.app_context():
+        sql = SqlCitizenDirectory()
+        assert isinstance(sql, CitizenDirectory)
+        record = sql.find(nid)
+        assert record == CitizenRecord(nid, mobile, dt.date(1975, 7, 7), "آزمون", "شهروند")
+        assert sql.find(new_id()) is None
+        assert find_citizen(nid).national_id == nid
+        key = find_citizen(nid).subject_key
+
+    class LiveRegistry:
+        """A stand-in for a registry service: it knows a new number for nid, and a new person."""
+
+        def __init__(self):
+            self.people = {nid: CitizenRecord(nid, "+989350000000", dt.date(1975, 7, 7)),
+                           (fresh := new_id()): CitizenRecord(fresh, "+989351111111", dt.date(2001, 1, 1))}
+            self.fresh = fresh
+
+        def find(self, national_id):
+            return self.people.get(national_id)
+
+    live = LiveRegistry()
+    with provider.app.app_context():
+        moved = find_citizen(nid, live)
+        assert (moved.mobile, moved.subject_key, moved.given_name) == ("+989350000000", key, None)
+        made = find_citizen(live.fresh, live)
+        assert made.mobile == "+989351111111" and len(made.subject_key) == 43
+        assert find_citizen(new_id(), live) is None
+
+
+def test_fast_paths_agree_with_the_parsers():
+    from idp.registry import InvalidCitizen, _mobile, _national_id
+
+    rng = random.Random(7)
+    candidates = [f"{rng.randrange(10**10):010d}" for _ in range(20000)]
+    candidates += [make_national_id(f"{rng.randrange(10**9):09d}") for _ in range(20000)]
+    candidates += [d * 10 for d in "0123456789"] + ["00123456７9", "001234567٩"]
+    for text in candidates:
+        try:
+            expected = parse_national_id(text)
+        except InvalidNationalId:
+            expected = None
+        try:
+            got = _national_id(text)
+        except InvalidCitizen:
+            got = None
+        assert got == expected, text
+    for text in ["09121234567", "+989121234567", "0912123456", "+98912123456a", "0812345678", "09١21234567",
+                 "+989121234567 ", "091212345678", "+9891212345678"]:
+        try:
+            expected = parse_mobile(text)
+        except InvalidMobile:
+            expected = None
+        try:
+            got = _mobile(text)
+        except InvalidCitizen:
+            got = None
+        assert got == expected, text
+
+
+def test_seen_switches_to_a_bitmap(monkeypatch):
+    from idp.registry import _Seen
+
+    monkeypatch.setattr(_Seen, "SWITCH", 5)
+    ids = [new_id() for _ in range(20)]
+    seen = _Seen()
+    assert all(seen.add(i) for i in ids) and seen.bits is not None and seen.ids is None
+    assert not any(seen.add(i) for i in ids)
+
+
+def test_cli_import(env, tmp_path):  # noqa: F811
+    assert run(env, "db", "upgrade").returncode == 0
+    f = tmp_path / "reg.csv"
+    f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n{bad_check_digit(new_id())},09121234567,"
+                 "1985-02-03,,,,\n", encoding="utf-8")
+    out = run(env, "citizens", "import", str(f), "--report", str(tmp_path / "r.jsonl"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("loaded 1 (inserted 1, updated 0, unchanged 0), rejected 1; 2 rows in ")
+    assert "  line 3: national_id: the check digit does not match" in out.stdout
+    assert json.loads((tmp_path / "r.jsonl").read_text()) == {"line": 3,
+                                                             "reason": "national_id: the check digit does not match"}
+    data = json.loads(run(env, "citizens", "import", str(f), "--json").stdout)
+    assert (data["unchanged"], data["rejected"], data["report"]) == (1, 1, str(f) + ".rejected.csv")
+    assert data["seconds"] > 0 and data["rows_per_second"] > 0
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: d / "missing.csv", "no such file"),
+    (lambda d: d, "is a directory"),
+    (lambda d: (d / "h.csv").write_text("id,phone\n1,2\n") and d / "h.csv", "the CSV header lacks national_id"),
+    (lambda d: (d / "q.csv").write_text(HEADER + 'x,"y\n') and d / "q.csv", "line 2: not readable as CSV"),
+])
+def test_cli_unreadable_file_is_one_line_and_nonzero(env, tmp_path, make, message):  # noqa: F811
+    assert run(env, "db", "upgrade").returncode == 0
+    target = make(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "idp.cli", "citizens", "import", str(target)], env=env,
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert not list(tmp_path.glob("*.rejected.*"))
