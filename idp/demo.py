@@ -15,11 +15,14 @@ DEMO_CITIZENS = [
      "Omid", "Nouri"),
 ]
 
-#: (client_id, English name, Persian name, kind for the demo app, port)
+#: (client_id, English name, Persian name, kind for the demo app, host, port). The two agencies
+#: are on different hosts (127.0.0.1 and localhost), so they are different pairwise sectors and
+#: see different `sub`s for the same citizen, as two real agencies would.
 DEMO_AGENCIES = [
     ("demo-report-card", "Ministry of Education: student report cards", "وزارت آموزش و پرورش: کارنامه دانش‌آموز",
-     "report-card", 5001),
-    ("demo-tax", "National Tax Administration: tax file", "سازمان امور مالیاتی: پرونده مالیاتی", "tax", 5002),
+     "report-card", "127.0.0.1", 5001),
+    ("demo-tax", "National Tax Administration: tax file", "سازمان امور مالیاتی: پرونده مالیاتی", "tax",
+     "localhost", 5002),
 ]
 
 

@@ -33,17 +33,19 @@ def prepare_demo(app) -> list[dict]:
                 db.session.add(Citizen(national_id=nid, mobile=mobile, birth_date=birth, given_name=given,
                                        family_name=family, given_name_latin=given_l, family_name_latin=family_l))
         db.session.commit()
-        for client_id, name, name_fa, kind, port in DEMO_AGENCIES:
-            base = f"http://127.0.0.1:{port}"
+        for client_id, name, name_fa, kind, host, port in DEMO_AGENCIES:
+            base = f"http://{host}:{port}"
             client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
             if client is None:
                 client, secret = register_client(name, [f"{base}/callback"], name_fa=name_fa,
                                                  post_logout_redirect_uris=[f"{base}/"], scope="openid profile",
                                                  trusted=True, client_id=client_id)
             else:
+                client.client_metadata = {**client.client_metadata, "redirect_uris": [f"{base}/callback"],
+                                          "post_logout_redirect_uris": [f"{base}/"]}
                 secret = rotate_secret(client)  # the demo apps get a fresh secret at every start
             agencies.append({"client_id": client_id, "client_secret": secret, "kind": kind, "port": port,
-                             "url": base + "/", "name": name})
+                             "host": host, "url": base + "/", "name": name})
     return agencies
 
 
@@ -55,7 +57,8 @@ def _start_agencies(issuer: str, agencies: list[dict]) -> list[subprocess.Popen]
     procs = []
     for a in agencies:
         env = {**os.environ, "AGENCY_ISSUER": issuer, "AGENCY_CLIENT_ID": a["client_id"],
-               "AGENCY_CLIENT_SECRET": a["client_secret"], "AGENCY_PORT": str(a["port"]), "AGENCY_KIND": a["kind"]}
+               "AGENCY_CLIENT_SECRET": a["client_secret"], "AGENCY_PORT": str(a["port"]), "AGENCY_KIND": a["kind"],
+               "AGENCY_HOST": a["host"]}
         procs.append(subprocess.Popen([sys.executable, "-m", "clients.agency_web"], env=env))
     atexit.register(lambda: [p.terminate() for p in procs])
     return procs
