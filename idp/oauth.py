@@ -240,8 +240,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         data, replayed = store.consume_code(code, used_ttl=settings.tokens.access_token_ttl)
         if data is None:
             if replayed:
+                # RFC 6749 §4.1.2: revoke what the code issued: its access token and the refresh
+                # token family, which is named after the code.
                 store.revoke_access_token(code_jti(code), settings.tokens.access_token_ttl)
-                audit.record("code_replayed", client_id=client.client_id)
+                tokens.revoke_family(code_jti(code), reason="code_replayed")
             return None
         if data["client_id"] != client.client_id:
             # A code injected into another client's exchange (RFC 9700 §4.5): burnt, refused.
@@ -286,9 +288,9 @@ class OpenIDConnectCode(OpenIDCode):
                 "iat": now, "exp": now + settings.tokens.id_token_ttl}
 
     def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
-        info = claims_for(user.citizen, _current_client(), scope)
-        info["sid"] = user.sid
-        return UserInfo(info)
+        """Only `sub` and `sid`: the other claims come from userinfo (OIDC Core §5.4), so an ID
+        token that travels as an id_token_hint in a logout URL carries no personal data."""
+        return UserInfo({"sub": subject_for(user.citizen, _current_client()), "sid": user.sid})
 
 
 def _current_client() -> Client:
@@ -348,7 +350,8 @@ def verify_access_token(token: str, check_revoked: bool = True) -> dict[str, Any
         raise BearerTokenError("wrong issuer")
     if not isinstance(claims.get("exp"), int) or claims["exp"] < now:
         raise BearerTokenError("expired")
-    if not isinstance(claims.get("jti"), str) or (check_revoked and store.access_token_revoked(claims["jti"])):
+    if not isinstance(claims.get("jti"), str) or (
+            check_revoked and store.access_token_revoked(claims["jti"], claims.get("sid"))):
         raise BearerTokenError("revoked")
     return claims
 
@@ -405,8 +408,10 @@ def _save_token(token: dict, request) -> None:
         del token["refresh_token"]
         return
     old = getattr(request, "refresh_token", None)
-    tokens.save(refresh, request.client, request.user, token.get("scope", ""),
-                family_id=old.family_id if isinstance(old, RefreshToken) else None)
+    # A family starts at a code exchange and is named after the code, so a replayed code can
+    # revoke it; rotations keep the family.
+    family = old.family_id if isinstance(old, RefreshToken) else request.user.token_jti
+    tokens.save(refresh, request.client, request.user, token.get("scope", ""), family_id=family)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):

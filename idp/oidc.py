@@ -15,11 +15,13 @@ from urllib.parse import urlencode
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError, RequestNotSupportedError, \
+    RequestURINotSupportedError
 from flask import Blueprint, Request, Response, jsonify, redirect, request, url_for
 from werkzeug.test import EnvironBuilder
 
 from . import citizens, sessions
+from . import metrics
 from .errors import BadAuthorizationRequest, InteractionGone, UnknownClient
 from .extensions import csrf, db, keyring, settings
 from .i18n import use_ui_locales
@@ -105,6 +107,17 @@ def _check_single_values(http_request: Request, redirect_uri: str) -> None:
             raise InvalidRequestError(f"Multiple '{name}' in request.", redirect_uri=redirect_uri)
 
 
+def _check_unsupported(http_request: Request, redirect_uri: str) -> None:
+    """Refuse what discovery says is not supported, rather than ignore it (OIDC Core §6, §3.1.2.1)."""
+    if http_request.values.get("request"):
+        raise RequestNotSupportedError(redirect_uri=redirect_uri)
+    if http_request.values.get("request_uri"):
+        raise RequestURINotSupportedError(redirect_uri=redirect_uri)
+    mode = http_request.values.get("response_mode")
+    if mode and mode != "query":
+        raise InvalidRequestError("Only response_mode=query is supported", redirect_uri=redirect_uri)
+
+
 def _max_age(http_request: Request, redirect_uri: str) -> int | None:
     raw = http_request.values.get("max_age")
     if raw is None or raw == "":
@@ -182,6 +195,7 @@ def _authorize(http_request: Request, session: dict | None, paused: tuple[str, d
         client = grant.request.client
         redirect_uri = oauth_request.payload.redirect_uri or client.get_default_redirect_uri()
         _check_single_values(http_request, redirect_uri)
+        _check_unsupported(http_request, redirect_uri)
         prompts = set((http_request.values.get("prompt") or "").split())
         if not fresh and _needs_login(principal, http_request, client, prompts, redirect_uri):
             if "none" in prompts:
@@ -205,6 +219,7 @@ def _authorize(http_request: Request, session: dict | None, paused: tuple[str, d
         sessions.note_client(session, client.client_id)
         if not fresh:
             citizens.record_authentication(principal.citizen, client.client_id, principal.method, sso=True)
+            metrics.login(principal.method, "sso")
     return _finish(paused, response)
 
 
@@ -245,6 +260,7 @@ def resume():
 def token():
     """The token endpoint (RFC 6749 §3.2); responses are never cached (§5.1)."""
     response = server.create_token_response()
+    metrics.token_response(response.status_code)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response

@@ -79,7 +79,7 @@ def create_session(citizen_id: int, method: str, response: Response) -> dict[str
     """Start a new SSO session (always a new id) and set its cookie; ends the browser's old one."""
     old = request.cookies.get(SSO_COOKIE)
     if old and len(old) <= 64:
-        store.delete_session(old)
+        store.delete_session(old, ended=False)
     sid = secrets.token_urlsafe(32)
     session = {"sid": sid, "citizen_id": citizen_id, "auth_time": int(time.time()), "method": method,
                "clients": []}

@@ -12,6 +12,7 @@ Key schema (all under the configured prefix):
 ``sms-down``                          set for a minute after the SMS gateway failed
 ``totp-new:{sid}``                    an authenticator secret shown but not yet confirmed
 ``sess:{sid}``                        a single sign-on session (JSON)
+``sess-ended:{sid}``                  a session that ended: its access tokens are refused
 ``sess-of:{citizen_id}``              the ids of a citizen's SSO sessions (set; TTL = session_ttl,
                                       renewed at each login; members may be stale, which is harmless)
 ``code:{sha256(code)}``               an authorization code's grant (JSON); consumed by GETDEL
@@ -190,9 +191,14 @@ class Store:
         if ttl and ttl > 0:
             self._put(key, session, ttl)
 
-    def delete_session(self, sid: str) -> None:
-        """End an SSO session."""
-        self.redis.delete(self._k("sess", sid))
+    def delete_session(self, sid: str, ended: bool = True) -> None:
+        """Delete an SSO session. ``ended`` (a logout, a revocation) also refuses the access tokens
+        issued within it; a session merely replaced by a new login keeps them."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self._k("sess", sid))
+        if ended:
+            pipe.set(self._k("sess-ended", sid), "1", ex=86400)
+        pipe.execute()
 
     # ---- a citizen's sessions (for logging a citizen out everywhere) ------------------------
     def index_citizen_session(self, citizen_id: int, sid: str, ttl: int) -> None:
@@ -214,6 +220,8 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         pipe.delete(*[self._k("sess", sid) for sid in sids])
         pipe.srem(self._k("sess-of", str(citizen_id)), *sids)
+        for sid in sids:  # their access tokens are refused from now on
+            pipe.set(self._k("sess-ended", sid), "1", ex=86400)
         pipe.execute()
 
     # ---- authorization codes ----------------------------------------------------------------
@@ -254,9 +262,10 @@ class Store:
         """Refuse a JWT access token until it would have expired anyway."""
         self.redis.set(self._k("revoked-at", jti), "1", ex=max(ttl, 1))
 
-    def access_token_revoked(self, jti: str) -> bool:
-        """Whether an access token was revoked."""
-        return bool(self.redis.exists(self._k("revoked-at", jti)))
+    def access_token_revoked(self, jti: str, sid: str | None = None) -> bool:
+        """Whether an access token was revoked, or its session ended (one round trip)."""
+        keys = [self._k("revoked-at", jti)] + ([self._k("sess-ended", sid)] if sid else [])
+        return bool(self.redis.exists(*keys))
 
     # ---- client assertions (private_key_jwt) ------------------------------------------------
     def use_client_assertion(self, client_id: str, jti: str, ttl: int) -> bool:

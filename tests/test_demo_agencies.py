@@ -114,9 +114,10 @@ def assert_logged_in(page: requests.Response, agency: LiveAgency, birth_date: st
     assert page.url == agency.url + "/", visited(page)
     assert "ورود با درگاه ملی" not in page.text, "still the logged-out page"
     assert "آزمون شهروند، خوش آمدید" in page.text
-    assert claim_row(page.text, "given_name") == ("آزمون", "آزمون")
-    assert claim_row(page.text, "family_name") == ("شهروند", "شهروند")
-    assert claim_row(page.text, "birthdate") == (birth_date, birth_date)
+    # Personal claims come from userinfo; the ID token carries only sub and sid (OIDC Core §5.4).
+    assert claim_row(page.text, "given_name") == ("—", "آزمون")
+    assert claim_row(page.text, "family_name") == ("—", "شهروند")
+    assert claim_row(page.text, "birthdate") == ("—", birth_date)
     assert claim_row(page.text, "acr")[0] == "urn:idp:acr:sms"
     assert "sms" in claim_row(page.text, "amr")[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", claim_row(page.text, "auth_time")[0])

@@ -47,6 +47,8 @@ def test_full_login_then_tokens_then_userinfo(provider):
     assert started - 2 <= claims["auth_time"] <= time.time() + 2
     assert claims["acr"] == "urn:idp:acr:sms" and "sms" in claims["amr"]
     assert national_id not in body["id_token"] and claims["sub"] != national_id
+    assert not {"given_name", "family_name", "birthdate", "phone_number"} & set(claims), \
+        "personal claims come from userinfo, not the ID token that travels in logout URLs"
 
     access = verify_id_token(provider.url, body["access_token"])  # same JWKS
     assert access["header"]["typ"] == "at+jwt"
