@@ -12,6 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
 from . import audit, citizens, otp, ratelimit, sessions, totp
+from . import metrics
 from .errors import ChallengeExpired, ChallengeLocked, InteractionGone, SmsFailed, TooManyRequests
 from .extensions import db
 from .i18n import current_lang, t, use_ui_locales
@@ -84,7 +85,8 @@ def identify_submit():
     except InvalidMobile:
         errors["mobile"] = t("error.mobile")
     if errors:
-        values = {"national_id": normalize_digits(raw_nid)[:10], "mobile": normalize_digits(raw_mobile)[:16]}
+        values = {"national_id": normalize_digits(raw_nid)[:10], "mobile": normalize_digits(raw_mobile)[:16],
+                  "method": "totp" if request.form.get("method") == "totp" else "sms"}
         return _identify_page(rid, interaction, errors, values, 400)
 
     keys = ratelimit.Keys.of(national_id, mobile, audit.client_ip())
@@ -108,7 +110,7 @@ def identify_submit():
 
 
 def _code_page(rid: str, interaction: dict, error: str | None = None, notice: str | None = None,
-               status: int = 200):
+               status: int = 200, resend_error: str | None = None):
     """The code form, or the page that says why it cannot be used."""
     restart = url_for("login.identify", r=rid)
     state = otp.status(interaction["challenge"])
@@ -118,7 +120,7 @@ def _code_page(rid: str, interaction: dict, error: str | None = None, notice: st
         raise SmsFailed(restart_url=url_for("login.code", r=rid))
     return render_template("otp.html", rid=rid, mobile=interaction["mobile_masked"], seconds=state["seconds"],
                            resend_in=state["resend_in"], resend_url=url_for("login.resend", r=rid),
-                           kind=state["kind"], error=error, notice=notice), status
+                           kind=state["kind"], error=error, notice=notice, resend_error=resend_error), status
 
 
 @bp.get("/code")
@@ -145,7 +147,7 @@ def resend():
     except ratelimit.RateLimited as exc:
         raise _limited(exc, rid) from None
     except otp.ResendTooSoon as exc:
-        return _code_page(rid, interaction, error=t("otp.resend_wait", seconds=exc.wait), status=429)
+        return _code_page(rid, interaction, resend_error=t("otp.resend_wait", seconds=exc.wait), status=429)
     except otp.OtpExpired:
         raise ChallengeExpired(restart_url=url_for("login.identify", r=rid)) from None
     audit.record("code_resent", subject_fp=interaction.get("nid_fp"), client_id=interaction["client_id"],
@@ -194,5 +196,6 @@ def code_submit():
     if not sessions.update_interaction(rid, interaction):
         raise InteractionGone()
     citizens.record_authentication(citizen, interaction["client_id"], method)
+    metrics.login(method, "success")
     audit.record("login_succeeded", subject_fp=subject_fp, client_id=interaction["client_id"], method=method)
     return response
