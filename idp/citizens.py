@@ -18,8 +18,11 @@ UNIQUE_ADULTS = "unique_adults"
 
 
 def find_by_national_id(national_id: str) -> Citizen | None:
-    """The citizen with this (already validated) national ID, or None."""
-    return db.session.execute(db.select(Citizen).filter_by(national_id=national_id)).scalar_one_or_none()
+    """The citizen with this (already validated) national ID, or None: the citizens table, or a
+    live registry service when one is configured (registry.CitizenDirectory)."""
+    from .registry import find_citizen
+
+    return find_citizen(national_id)
 
 
 def local_date(at: dt.datetime) -> dt.date:

@@ -169,6 +169,11 @@ def keys_generate(obj: Context, alg, as_json):
     from . import keys as keymod
 
     algs = keymod.ALGORITHMS if alg == "all" else (alg,)
+    have = {k.alg: k.kid for k in keymod.load_all(obj.settings.keys.dir) if k.status == "active"}
+    if clash := [a for a in algs if a in have]:
+        # A new active key would sign at once, before agencies' cached JWKS hold it.
+        raise keymod.KeysUnavailable(f"keys generate: an active {clash[0]} key exists ({have[clash[0]][:12]}); "
+                                     "replace it with `idp keys rotate`, which publishes the new key before it signs")
     made = [keymod.generate(obj.settings.keys.dir, a) for a in algs]
     rows = [{"kid": k.kid, "alg": k.alg, "status": k.status, "created_at": k.created_at} for k in made]
     emit(rows, as_json, "\n".join(f"{r['alg']}  {r['kid']}  {r['status']}" for r in rows))

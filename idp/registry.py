@@ -463,31 +463,43 @@ def _postgres_load(rows: Iterable[tuple]) -> tuple[int, int]:
 
     Runs in the session's transaction; the caller commits or rolls back.
     """
+    import psycopg
+
     raw = db.session.connection().connection.driver_connection
+    try:
+        with raw.cursor() as cur:
+            return _postgres_merge(cur, rows)
+    except psycopg.Error as exc:
+        # One line, without the DETAIL (it may quote a national ID); the caller rolls back.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidCitizen(f"database: {first} (nothing was loaded)") from None
+
+
+def _postgres_merge(cur, rows: Iterable[tuple]) -> tuple[int, int]:
+    """The import proper, on a psycopg cursor inside the session's transaction."""
     now = utcnow()
     token = secrets.token_urlsafe
-    with raw.cursor() as cur:
-        cur.execute(_LOCK.format("pg_try_advisory_xact_lock"))
-        if not cur.fetchone()[0]:
-            raise InvalidCitizen("another citizens import is running; try again when it ends")
-        cur.execute("SET LOCAL statement_timeout = 0")
-        cur.execute("SET LOCAL work_mem = '256MB'")
-        cur.execute(_PG_STAGE)
-        with cur.copy(f"COPY {_STAGE}_raw FROM STDIN") as copy:
-            buffer: list[str] = []
-            for nid, mobile, birth, g, f, gl, fl in rows:
-                buffer.append(f"{nid}\t{mobile}\t{birth}\t{_copy_text(g)}\t{_copy_text(f)}\t{_copy_text(gl)}\t"
-                              f"{_copy_text(fl)}\t{token(32)}\n")
-                if len(buffer) >= COPY_CHUNK:
-                    copy.write("".join(buffer))
-                    buffer.clear()
-            if buffer:
+    cur.execute(_LOCK.format("pg_try_advisory_xact_lock"))
+    if not cur.fetchone()[0]:
+        raise InvalidCitizen("another citizens import is running; try again when it ends")
+    cur.execute("SET LOCAL statement_timeout = 0")
+    cur.execute("SET LOCAL work_mem = '256MB'")
+    cur.execute(_PG_STAGE)
+    with cur.copy(f"COPY {_STAGE}_raw FROM STDIN") as copy:
+        buffer: list[str] = []
+        for nid, mobile, birth, g, f, gl, fl in rows:
+            buffer.append(f"{nid}\t{mobile}\t{birth}\t{_copy_text(g)}\t{_copy_text(f)}\t{_copy_text(gl)}\t"
+                          f"{_copy_text(fl)}\t{token(32)}\n")
+            if len(buffer) >= COPY_CHUNK:
                 copy.write("".join(buffer))
-        cur.execute(_PG_SORT)
-        cur.execute(_PG_UPDATE, {"now": now})
-        updated = cur.rowcount
-        cur.execute(_PG_INSERT, {"now": now})
-        inserted = cur.rowcount
+                buffer.clear()
+        if buffer:
+            copy.write("".join(buffer))
+    cur.execute(_PG_SORT)
+    cur.execute(_PG_UPDATE, {"now": now})
+    updated = cur.rowcount
+    cur.execute(_PG_INSERT, {"now": now})
+    inserted = cur.rowcount
     return inserted, updated
 
 

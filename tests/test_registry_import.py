@@ -346,18 +346,39 @@ def test_cli_import(env, tmp_path):  # noqa: F811
     assert data["seconds"] > 0 and data["rows_per_second"] > 0
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda d: d / "missing.csv", "no such file"),
-    (lambda d: d, "is a directory"),
-    (lambda d: (d / "h.csv").write_text("id,phone\n1,2\n") and d / "h.csv", "the CSV header lacks national_id"),
-    (lambda d: (d / "q.csv").write_text(HEADER + 'x,"y\n') and d / "q.csv", "line 2: not readable as CSV"),
-])
-def test_cli_unreadable_file_is_one_line_and_nonzero(env, tmp_path, make, message):  # noqa: F811
+def test_cli_unreadable_file_is_one_line_and_nonzero(env, tmp_path):  # noqa: F811
     assert run(env, "db", "upgrade").returncode == 0
-    target = make(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "idp.cli", "citizens", "import", str(target)], env=env,
-                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    lines = out.stderr.strip().splitlines()
-    assert out.returncode == 1 and len(lines) == 1 and message in lines[0], out.stderr
-    assert "Traceback" not in out.stderr and out.stdout == ""
-    assert not list(tmp_path.glob("*.rejected.*"))
+    (tmp_path / "h.csv").write_text("id,phone\n1,2\n", encoding="utf-8")
+    (tmp_path / "q.csv").write_text(HEADER + 'x,"y\n', encoding="utf-8")
+    for target, message in [(tmp_path / "missing.csv", "no such file"), (tmp_path, "is a directory"),
+                            (tmp_path / "h.csv", "the CSV header lacks national_id"),
+                            (tmp_path / "q.csv", "line 2: not readable as CSV")]:
+        out = subprocess.run([sys.executable, "-m", "idp.cli", "citizens", "import", str(target)], env=env,
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1 and message in lines[0], out.stderr
+        assert "Traceback" not in out.stderr and out.stdout == ""
+        assert not list(tmp_path.glob("*.rejected.*"))
+
+
+def test_cli_database_error_is_one_line(env, tmp_path, postgres_url):  # noqa: F811
+    """A PostgreSQL error mid-import (here: no schema) is one line, with nothing loaded."""
+    import uuid
+
+    import psycopg
+
+    from .conftest import PG_ADMIN_URL
+
+    name = f"idp_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        f = tmp_path / "one.csv"
+        f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
+        out = run({**env, "IDP_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"},
+                  "citizens", "import", str(f))
+        assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+            'idp: database: relation "citizens" does not exist (nothing was loaded)'], out.stderr
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
