@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     oauth.init_app(app)
     i18n.init_app(app)
     errors.init_app(app)
+    from . import metrics
+    metrics.init_app(app)
     app.register_blueprint(oidc.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)

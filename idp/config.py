@@ -232,9 +232,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "adult_age": Key(int, 18, "Age, in full years on the day of authentication, from which a citizen is an adult.",
                          _at_least(1)),
         "adult_population": Key(int, 0,
-                                "Adult population for coverage. 0 = count adults in the citizens table today.",
+                                "Adult population for coverage. 0 = count adults in the citizens table today\n"
+                                "(the registry snapshot `idp stats rollup` refreshes daily, plus citizens added since).",
                                 _at_least(0)),
         "timezone": Key(str, "Asia/Tehran", "Time zone in which days begin and end for the figures.", _timezone),
+    },
+    "metrics": {
+        "enabled": Key(bool, False,
+                       "Serve Prometheus metrics at /metrics (logins, codes, wrong codes, locks, tokens, latency,\n"
+                       "the unique-adult gauge). Scrapers must send `Authorization: Bearer <token>`."),
+        "token": Key(str, "",
+                     "The bearer token a scraper sends (32+ random characters; required when enabled). Keep it\n"
+                     "out of the file and set IDP_METRICS_TOKEN instead.",
+                     lambda v: None if v == "" or len(v) >= 32 else "must be at least 32 characters", secret=True),
+        "multiproc_dir": Key(str, "",
+                             "Directory where gunicorn workers (idp serve) keep their metric files, so that a\n"
+                             "scrape sums every worker (prometheus_client multiprocess mode); emptied at start.\n"
+                             "Empty = a new temporary directory."),
     },
 }
 

@@ -35,7 +35,11 @@ def _interaction(rid: str | None) -> dict:
 def _client_name(interaction: dict) -> str:
     if interaction.get("return_to"):
         return t("account.title")
-    client = db.session.execute(db.select(Client).filter_by(client_id=interaction["client_id"])).scalar_one()
+    from .oauth import client_cache
+
+    client = client_cache.get(interaction["client_id"])  # the row read by /authorize, cached
+    if client is None:
+        raise InteractionGone()
     return client.name_fa if current_lang() == "fa" and client.name_fa else client.name
 
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app
 
+from . import metrics
 from .extensions import settings, store
 from .sms import SmsError, message_text
 
@@ -89,6 +90,7 @@ def _deliver(app, challenge_id: str, send_id: str, to: str, code: str, text: str
         log.exception("sms sender crashed")
         state = "failed"
     st.set_sms_health(state == "sent")
+    metrics.code_sent(state)
     with app.app_context():
         audit.record("code_sent" if state == "sent" else "sms_failed", code_to=mask_mobile(to))
     current = st.get_challenge(challenge_id)
@@ -196,5 +198,7 @@ def verify(challenge_id: str, code: str) -> tuple[int, str]:
         return int(challenge["citizen_id"]), method
     if attempts >= limit:
         store.consume_challenge(challenge_id)
+        metrics.wrong_code(method, locked=True)
         raise TooManyAttempts()
+    metrics.wrong_code(method)
     raise OtpInvalid(limit - attempts)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import audit
+from . import metrics
 from .config import parse_rate
 from .extensions import settings, store
 
@@ -51,6 +52,7 @@ def _hit(name: str, fp: str) -> None:
     wait = store.hit_window(name, fp, count, period)
     if wait:
         audit.record("rate_limited", limit=name, wait=wait)
+        metrics.rate_limited(name)
         raise RateLimited(name, wait)
 
 
@@ -88,12 +90,14 @@ def record_wrong_code(pair_fp: str, subject_fp: str | None) -> int:
     if run >= lim.max_consecutive_failures:
         store.start_cooloff(pair_fp, lim.failure_memory)
         audit.record("failures_capped", subject_fp=subject_fp, run=run, wait=lim.failure_memory)
+        metrics.lock("failure_cap")
         return lim.failure_memory
     if run % lim.failures_before_cooloff == 0:
         steps = [int(x) for x in lim.cooloff_seconds.split(",")]
         wait = steps[min(run // lim.failures_before_cooloff, len(steps)) - 1]
         store.start_cooloff(pair_fp, wait)
         audit.record("cooloff_started", subject_fp=subject_fp, run=run, wait=wait)
+        metrics.lock("cooloff")
         return wait
     return 0
 
