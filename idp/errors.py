@@ -136,6 +136,12 @@ def init_app(app) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        from flask.globals import request_ctx
+
+        if request_ctx.url_adapter is None:
+            # The request could not even be routed (e.g. an unusable Host header): no page
+            # can be built, so a plain answer.
+            return Response("Bad request\n", status=400, mimetype="text/plain")
         if is_protocol_request():
             code = "invalid_request" if exc.code < 500 else "server_error"
             return json_error(exc.code, code, exc.name)

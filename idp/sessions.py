@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from flask import Response, request
+from flask import session as flask_session
 
 from .extensions import settings, store
 
@@ -77,6 +78,9 @@ def end_interaction(rid: str) -> None:
 
 def create_session(citizen_id: int, method: str, response: Response) -> dict[str, Any]:
     """Start a new SSO session (always a new id) and set its cookie; ends the browser's old one."""
+    # A new Flask session too: a planted session cookie (and the CSRF secret inside it) must
+    # not survive the login (session fixation).
+    flask_session.clear()
     old = request.cookies.get(SSO_COOKIE)
     if old and len(old) <= 64:
         store.delete_session(old, ended=False)
