@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test clean
+.PHONY: install dev test bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,15 @@ dev: install
 test: install
 	@bash .ci/services
 	$(BIN)/python -m pytest
+
+## Load benchmark: ours beside the certified peer (oidc-provider), one run; see bench/README.md.
+## Needs PostgreSQL and Redis on loopback, node/npm, and wrk (installed from Debian when missing).
+## Options: make bench BENCH_ARGS="--duration 5 --concurrency 16 --only login,token"
+bench: install
+	@bash .ci/services
+	@command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk))
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance *.egg-info

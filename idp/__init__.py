@@ -25,7 +25,11 @@ def _engine_options(url: str, pool_size: int) -> dict:
     if url.startswith("sqlite"):
         # Wait for a writer instead of failing at once; several processes may share the file.
         return {"connect_args": {"timeout": 30}}
-    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True, "pool_recycle": 1800}
+    # No pool_pre_ping (a "SELECT 1" round trip at every checkout, several per request):
+    # _ping_idle_connections below checks only connections that sat idle in the pool.
+    # LIFO: the connection returned last is reused first, so busy connections stay busy (and are
+    # not pinged) while the rest sit idle.
+    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_recycle": 1800, "pool_use_lifo": True}
 
 
 def create_app(settings: Settings | None = None, require_keys: bool = True) -> Flask:
@@ -57,6 +61,8 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     db.init_app(app)
     if settings.database.url.startswith("sqlite"):
         _sqlite_pragmas(app)
+    else:
+        _ping_idle_connections(app)
     migrate.init_app(app, db)
     csrf.init_app(app)
     app.extensions["idp.store"] = Store(settings.store.url, settings.store.prefix)
@@ -92,6 +98,39 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     app.after_request(_security_headers)
     logging.getLogger("idp").setLevel(logging.INFO)
     return app
+
+
+#: A pooled connection idle for longer than this is pinged before use. One used moments ago is
+#: not: a PostgreSQL restart takes far longer than this, so every connection it killed has sat
+#: idle longer and is replaced before a request sees it, while a busy pool pings almost never.
+PING_AFTER_IDLE_SECONDS = 0.05
+
+
+def _ping_idle_connections(app: Flask) -> None:
+    """pool_pre_ping, but only for connections idle longer than PING_AFTER_IDLE_SECONDS: a dead
+    one is replaced at checkout (DisconnectionError makes the pool reconnect and retry)."""
+    import time
+
+    from sqlalchemy import event, exc
+
+    from .extensions import db
+
+    with app.app_context():
+        engine = db.engine
+
+        @event.listens_for(engine, "checkin")
+        def _checkin(_dbapi_connection, record):
+            record.info["idp_idle_since"] = time.monotonic()
+
+        @event.listens_for(engine, "checkout")
+        def _checkout(dbapi_connection, record, _proxy):
+            since = record.info.pop("idp_idle_since", None)
+            if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+                return  # a new connection, or one in use a moment ago
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as e:  # noqa: BLE001 - any failure: replace the connection
+                raise exc.DisconnectionError() from e
 
 
 def _sqlite_pragmas(app: Flask) -> None:

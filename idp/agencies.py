@@ -122,7 +122,11 @@ def register_client(name: str, redirect_uris: list[str], *, name_fa: str | None 
         validate_redirect_uri(jwks_uri, "jwks_uri")
     if backchannel_logout_uri:
         validate_redirect_uri(backchannel_logout_uri, "backchannel_logout_uri")
-    client_id = client_id or secrets.token_urlsafe(18)
+    if client_id is not None and not re.fullmatch(r"[A-Za-z0-9._~][A-Za-z0-9._~-]{0,63}", client_id):
+        raise InvalidClientMetadata(f"client_id {client_id!r}: 1-64 characters A-Z a-z 0-9 . _ ~ -, "
+                                    "not starting with -")
+    # Random ids never start with "-", which command lines would take for an option.
+    client_id = client_id or "c" + secrets.token_urlsafe(18)[1:]
     if db.session.execute(db.select(Client.id).filter_by(client_id=client_id)).first():
         raise InvalidClientMetadata(f"client_id {client_id!r}: already registered")
     secret = secrets.token_urlsafe(32) if auth_method in SECRET_METHODS else None

@@ -42,7 +42,8 @@ def record(event: str, *, national_id: str | None = None, subject_fp: str | None
     db.session.add(row)
     if commit:
         db.session.commit()
-    log.info("audit %s client=%s subject=%s %s", event, client_id, row.subject_fp, details)
+    # the local values: the row's attributes are expired by the commit (reading them is a SELECT)
+    log.info("audit %s client=%s subject=%s %s", event, client_id, subject_fp, details)
 
 
 def latest(count: int, event: str | None = None) -> list[dict[str, Any]]:

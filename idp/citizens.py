@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from sqlalchemy import update
+from sqlalchemy import inspect, update
 
 from .extensions import db, settings, store
 from .models import AuthEvent, Citizen, StatCounter, utcnow
@@ -59,16 +59,23 @@ def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bo
         db.session.execute(update(Citizen).where(Citizen.id == cid)
                            .values(last_authenticated_at=at,
                                    first_authenticated_at=db.func.coalesce(Citizen.first_authenticated_at, at)))
-        if adult:
+        # Once set, first_adult_authenticated_at never changes: when the row this request loaded
+        # already has it, the conditional UPDATE below cannot match (one round trip saved).
+        counted = "first_adult_authenticated_at" not in inspect(citizen).unloaded and \
+            citizen.first_adult_authenticated_at is not None
+        if adult and not counted:
             result = db.session.execute(update(Citizen)
                                         .where(Citizen.id == cid, Citizen.first_adult_authenticated_at.is_(None))
                                         .values(first_adult_authenticated_at=at))
-            if result.rowcount == 1:
-                db.session.execute(update(StatCounter).where(StatCounter.name == UNIQUE_ADULTS)
-                                   .values(value=StatCounter.value + 1))
-                new_adult = True
+            new_adult = result.rowcount == 1
         db.session.add(AuthEvent(occurred_at=at, citizen_id=cid, client_id=client_id, method=method,
                                  sso=sso, adult=adult))
+        if new_adult:
+            # The counter's row is the one every first login shares: its lock is held from this
+            # UPDATE to the end of the commit, so the other writes go first (flush) and it comes last.
+            db.session.flush()
+            db.session.execute(update(StatCounter).where(StatCounter.name == UNIQUE_ADULTS)
+                               .values(value=StatCounter.value + 1))
         db.session.commit()
     except Exception:
         db.session.rollback()

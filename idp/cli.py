@@ -254,7 +254,8 @@ def _client_row(client) -> dict:
 @click.option("--auth-method", type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt",
                                                   "none"]),
               help="How the client authenticates at the token endpoint [default: client_secret_basic].")
-@click.option("--public", is_flag=True, help="A mobile or single-page app: no secret, PKCE only (= --auth-method none).")
+@click.option("--public", is_flag=True,
+              help="A mobile or single-page app: no secret, PKCE only (= --auth-method none).")
 @click.option("--jwks-uri", help="private_key_jwt: https URL of the client's public JWKS.")
 @click.option("--jwks", "jwks_file", type=click.Path(dir_okay=False),
               help="private_key_jwt: file holding the client's public JWKS (private keys are refused).")
@@ -301,12 +302,15 @@ def clients_show(obj: Context, client_id, as_json):
     with obj.app.app_context():
         data = describe_client(get_client(client_id))
     meta = data["metadata"]
-    lines = [f"client_id: {data['client_id']}", f"name: {data['name']}" + (f" / {data['name_fa']}" if data["name_fa"] else ""),
+    lines = [f"client_id: {data['client_id']}",
+             f"name: {data['name']}" + (f" / {data['name_fa']}" if data["name_fa"] else ""),
              f"status: {'disabled since ' + data['disabled_at'] if data['disabled_at'] else 'enabled'}",
              f"auth method: {data['token_endpoint_auth_method']}", f"trusted: {'yes' if data['trusted'] else 'no'}",
              f"created: {data['created_at']}"]
-    lines += [f"{k}: {' '.join(v) if isinstance(v, list) else json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v}"
-              for k, v in meta.items() if k != "token_endpoint_auth_method"]
+    def show(v):
+        return " ".join(v) if isinstance(v, list) else json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v
+
+    lines += [f"{k}: {show(v)}" for k, v in meta.items() if k != "token_endpoint_auth_method"]
     emit(data, as_json, "\n".join(lines))
 
 

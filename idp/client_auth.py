@@ -11,8 +11,9 @@ JWT signed by its own private key, instead of a shared secret. The checks, in or
 - the signature verifies with a key from the client's registered ``jwks`` (inline) or
   ``jwks_uri`` (fetched, cached for ``JWKS_CACHE_SECONDS``, fetched again on an unknown ``kid``
   at most every ``JWKS_REFETCH_SECONDS``, so forged ``kid`` values cannot make us hammer it);
-- ``iss`` == ``sub`` == client_id, ``aud`` names our token endpoint or our issuer, ``exp`` is
-  present and at most ``MAX_LIFETIME`` seconds ahead, ``nbf``/``iat`` are not in the future;
+- ``iss`` == ``sub`` == client_id, ``aud`` names our issuer or our token (or revocation,
+  introspection) endpoint, ``exp`` is present and at most ``MAX_LIFETIME`` seconds ahead,
+  ``nbf``/``iat`` are not in the future;
 - the ``jti`` was never seen before (the store keeps it, atomically, until the assertion expires).
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ METHOD = "private_key_jwt"
 #: Algorithms a client may sign its assertion with, and the key type each needs.
 ALGORITHMS: dict[str, type] = {"RS256": RSAKey, "ES256": ECKey}
 #: An assertion may not live longer than this (its exp is at most this far ahead).
-MAX_LIFETIME = 300
+MAX_LIFETIME = 3600  # Authlib's own client signs exp = iat + 3600; the jti is single use anyway
 #: Tolerated clock difference between the client and us, in seconds.
 LEEWAY = 30
 #: How long a JWKS fetched from a client's jwks_uri is used before it is fetched again.
@@ -72,7 +73,8 @@ def public_key_set(jwks: Any) -> KeySet:
         if not isinstance(jwk, dict):
             raise ClientKeysError("every key must be a JSON object")
         if any(m in jwk for m in PRIVATE_MEMBERS):
-            raise ClientKeysError(f"key {jwk.get('kid', '?')!r} is a private or symmetric key; register only public keys")
+            raise ClientKeysError(f"key {jwk.get('kid', '?')!r} is a private or symmetric key; "
+                                  "register only public keys")
         if jwk.get("kty") not in ("RSA", "EC"):
             raise ClientKeysError(f"key {jwk.get('kid', '?')!r}: only RSA and EC (P-256) keys are supported")
         if jwk.get("kty") == "EC" and jwk.get("crv") != "P-256":
@@ -244,9 +246,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return remote_jwks.get(meta.get("jwks_uri", ""))
 
     def get_audiences(self) -> list[str]:
-        """RFC 7523 §3: our token endpoint URL, or our issuer identifier."""
-        iss = settings.server.issuer
-        return [f"{iss}/token", iss]
+        """RFC 7523 §3: our token endpoint URL, or our issuer identifier; and, since clients such
+        as Authlib's put the URL they post to there, our revocation and introspection endpoints."""
+        from .oauth import discovery_document
+
+        doc = discovery_document()
+        endpoints = ("token_endpoint", "revocation_endpoint", "introspection_endpoint")
+        return [doc[name] for name in endpoints if doc.get(name)] + [settings.server.issuer]
 
     def verify_claims(self, claims: dict[str, Any]) -> None:
         """iss == sub == client_id, aud, exp (soon), nbf/iat, then the jti, once."""

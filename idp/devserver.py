@@ -92,6 +92,14 @@ def run_dev(settings: Settings, with_agencies: bool) -> None:
     app.run(host=host or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
 
 
+def _warm_templates(app) -> None:
+    """Compile every template once in the master (preload_app), so that the forked workers share
+    the compiled code instead of each compiling it on its first requests."""
+    for name in app.jinja_env.list_templates():
+        if name.endswith(".html"):
+            app.jinja_env.get_template(name)
+
+
 def run_production(settings: Settings) -> None:
     """gunicorn with gthread workers; refuses settings that only make sense in development."""
     from gunicorn.app.base import BaseApplication
@@ -118,8 +126,19 @@ def run_production(settings: Settings) -> None:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("timeout", 30)
             self.cfg.set("forwarded_allow_ips", "*" if settings.server.proxy_hops else "127.0.0.1")
+            self.cfg.set("post_worker_init", post_worker_init)
 
         def load(self):
-            return create_app(settings)
+            app = create_app(settings)
+            _warm_templates(app)
+            return app
 
+    def post_worker_init(worker):
+        """Each worker sweeps back-channel logouts left undelivered (e.g. by a restart) at once."""
+        from .logout import ensure_worker
+
+        ensure_worker(worker.wsgi)
+
+    from .metrics import prepare_multiprocess
+    prepare_multiprocess(settings)  # before the app is built: gunicorn workers share metric files
     Application().run()

@@ -105,7 +105,30 @@ def render_page_error(exc: PageError) -> tuple[str, int]:
 
 
 def init_app(app) -> None:
-    """Register the handlers."""
+    """Register the handlers (after ``db.init_app``: see ``_close_db_session``)."""
+
+    @app.teardown_appcontext
+    def _close_db_session(exc):
+        """End the request's database session even when the database went away meanwhile.
+
+        Flask-SQLAlchemy's own teardown ROLLBACKs the session's open transaction; when the server
+        was restarted or failed over after the request's last query, that ROLLBACK raises out of
+        Flask, and gunicorn turns a finished (or already 503) response into a bare 500. This
+        teardown, registered later, runs first: the connection is discarded (the pool replaces
+        it), the session is closed, and Flask-SQLAlchemy's finds nothing left to do.
+        """
+        from sqlalchemy.exc import DBAPIError
+
+        from .extensions import db
+
+        try:
+            db.session.remove()
+        except DBAPIError as error:
+            log.warning("database connection lost at the end of a request: %s", error.__class__.__name__)
+            try:
+                db.session.remove()  # the transaction is gone with its connection: this only clears
+            except DBAPIError:
+                db.session.registry.clear()
 
     @app.errorhandler(PageError)
     def page_error(exc: PageError):

@@ -37,7 +37,7 @@ def _client_name(interaction: dict) -> str:
         return t("account.title")
     from .oauth import client_cache
 
-    client = client_cache.get(interaction["client_id"])  # the row read by /authorize, cached
+    client = client_cache.get(interaction["client_id"])
     if client is None:
         raise InteractionGone()
     return client.name_fa if current_lang() == "fa" and client.name_fa else client.name
@@ -199,7 +199,9 @@ def code_submit():
     interaction.update({"sid": session["sid"], "challenge": None, "fresh": True})
     if not sessions.update_interaction(rid, interaction):
         raise InteractionGone()
+    # the audit event is committed in the auth event's transaction (one commit, not two)
+    audit.record("login_succeeded", subject_fp=subject_fp, client_id=interaction["client_id"], method=method,
+                 commit=False)
     citizens.record_authentication(citizen, interaction["client_id"], method)
     metrics.login(method, "success")
-    audit.record("login_succeeded", subject_fp=subject_fp, client_id=interaction["client_id"], method=method)
     return response

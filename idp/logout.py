@@ -6,9 +6,11 @@ clients are written as ``logout_deliveries`` rows in the same transaction as the
 audit event (and the revocation of the session's refresh tokens) -> the session is deleted
 from the store -> the browser's cookie is cleared -> the delivery worker is woken.
 
-Delivery (OIDC Back-Channel Logout 1.0 §2.5): one daemon thread per process, started by the
-first request the process serves (never by ``idp`` commands), sweeps due rows every few
-seconds and at once when this process queues some. A row is *claimed* before it is sent:
+Delivery (OIDC Back-Channel Logout 1.0 §2.5): one daemon thread per serving process, started
+lazily when the process first ends a session within a request (never by ``idp`` commands;
+``ensure_worker`` may also be called at process start), sweeps every due row, whoever
+queued it and before any restart, every few seconds and at once when this process queues
+some. A row is *claimed* before it is sent:
 ``UPDATE ... SET attempts = attempts + 1, next_attempt_at = now + LEASE WHERE id = ? AND
 attempts = ?`` succeeds for exactly one worker on any node (optimistic, on SQLite and
 PostgreSQL alike), and a worker that dies mid-delivery leaves the row due again when the
@@ -38,7 +40,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from flask import Blueprint, Flask, current_app, redirect, render_template, request
+from flask import Blueprint, Flask, current_app, has_request_context, redirect, render_template, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import update
@@ -101,7 +103,7 @@ def _queue_backchannel(session: dict[str, Any], citizen: Citizen | None) -> int:
         if not uri:
             continue
         db.session.add(LogoutDelivery(client_id=client_id, uri=uri, sub=subject_for(citizen, client),
-                                      sid=session["sid"], created_at=now, attempts=0, next_attempt_at=now))
+                                      sid=session["psid"], created_at=now, attempts=0, next_attempt_at=now))
         queued += 1
     return queued
 
@@ -126,12 +128,14 @@ def _end(found: list[dict[str, Any]], citizen_id: int, *, reason: str, client_id
                  commit=False, reason=reason, sessions=len(found), backchannel=queued)
     try:
         for s in found:
-            _revoke_refresh_tokens(s["sid"])
+            _revoke_refresh_tokens(s["psid"])
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
-    store.end_sessions(citizen_id, [s["sid"] for s in found])
+    store.end_sessions(citizen_id, [s["sid"] for s in found], [s["psid"] for s in found])
+    if has_request_context():
+        ensure_worker(current_app._get_current_object())  # a serving process: first use starts it
     if queued:
         kick()
     return queued
@@ -142,9 +146,10 @@ def end_session(session: dict[str, Any], *, reason: str, client_id: str | None =
     return _end([session], session["citizen_id"], reason=reason, client_id=client_id)
 
 
-def end_session_by_sid(sid: str, *, reason: str, client_id: str | None = None) -> bool:
-    """End the SSO session with this id if it is still live (e.g. refresh-token reuse); True if it was."""
-    session = store.get_session(sid) if sid else None
+def end_session_by_sid(psid: str, *, reason: str, client_id: str | None = None) -> bool:
+    """End the SSO session with this public id (the `sid` in tokens) if it is still live (e.g.
+    refresh-token reuse); True if it was."""
+    session = store.session_by_public_id(psid) if psid else None
     if session is None:
         return False
     end_session(session, reason=reason, client_id=client_id)
@@ -302,8 +307,10 @@ _WORKER_KEY = "idp.logout_worker"
 
 def ensure_worker(app: Flask) -> None:
     """Start this process's delivery thread for the app unless it runs (or was stopped for good).
-    Called at the first request, so that ``idp`` commands never start it; a forked worker
-    process (gunicorn) starts its own."""
+
+    Called when a serving process first ends a session (never by ``idp`` commands); a serving
+    process may also call it at start (e.g. gunicorn's post_worker_init) so that rows left by
+    a restart are swept before the next logout. A forked process starts its own."""
     worker = app.extensions.get(_WORKER_KEY)
     if worker == "disabled" or (isinstance(worker, _Worker) and worker.pid == os.getpid()):
         return
@@ -340,11 +347,6 @@ def kick() -> None:
     worker = current_app.extensions.get(_WORKER_KEY)
     if isinstance(worker, _Worker) and worker.pid == os.getpid():
         worker.wake.set()
-
-
-@bp.before_app_request
-def _start_worker_on_first_request() -> None:
-    ensure_worker(current_app._get_current_object())
 
 
 # ---- the id_token_hint ----------------------------------------------------------------------------
@@ -473,7 +475,7 @@ def _hinted_session(req: LogoutRequest) -> dict[str, Any] | None:
 
     if req.hint is None or req.hint.sid is None or len(req.hint.sid) > 64:
         return None
-    session = store.get_session(req.hint.sid)
+    session = store.session_by_public_id(req.hint.sid)
     if session is None:
         return None
     citizen = db.session.get(Citizen, session["citizen_id"])

@@ -367,8 +367,8 @@ class StatBirthDate(db.Model):
     citizens: Mapped[int] = mapped_column(BigInteger)
 
 
-# The adult population (fallback when there is no snapshot) and new adults per day.
-Index("ix_citizens_birth_date", Citizen.birth_date)
+# New adults per day: only citizens who have authenticated as adults are in it. (The adult
+# population needs no index on birth_date: it is read from stat_birth_dates.)
 Index("ix_citizens_first_adult_at", Citizen.first_adult_authenticated_at,
       postgresql_where=Citizen.first_adult_authenticated_at.isnot(None),
       sqlite_where=Citizen.first_adult_authenticated_at.isnot(None))

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Request, grants
 from authlib.oauth2 import rfc7009, rfc7662
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy import true
 
 from . import audit, citizens, tokens
 from .extensions import db, keyring, settings, store
@@ -43,7 +44,8 @@ AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_ke
 
 @dataclass
 class Principal:
-    """The citizen behind a grant, with how and when they authenticated."""
+    """The citizen behind a grant, with how and when they authenticated. ``sid`` is the
+    session's public id (never the cookie value)."""
 
     citizen: Citizen
     auth_time: int
@@ -232,6 +234,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "sid": principal.sid,
         }
         store.put_code(code, payload, ttl=settings.tokens.code_ttl, nonce_ttl=settings.login.session_ttl)
+        from flask import g
+
+        g.pop("idp_nonces", None)  # the nonce is used now
 
     def query_authorization_code(self, code: str, client: Client) -> StoredCode | None:
         """Consume the code (GETDEL). A replay revokes what the code issued (RFC 6749 §4.1.2)."""
@@ -258,10 +263,20 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def authenticate_user(self, authorization_code: StoredCode) -> Principal | None:
         """The citizen of the code, with the login facts the tokens will carry."""
         d = authorization_code.data
-        citizen = db.session.get(Citizen, d["citizen_id"])
+        citizen = _read_only_citizen(d["citizen_id"])
         if citizen is None:
             return None
         return Principal(citizen, d["auth_time"], d["method"], d["sid"], token_jti=code_jti(d["code"]))
+
+
+def _read_only_citizen(citizen_id: int) -> Citizen | None:
+    """The citizen a token is issued for, detached from the session: the token endpoint only
+    reads it, and the refresh token's commit would otherwise expire it, so that the ID token
+    read the row again (a SELECT per token response)."""
+    citizen = db.session.get(Citizen, citizen_id)
+    if citizen is not None:
+        db.session.expunge(citizen)
+    return citizen
 
 
 # ---- OpenID Connect: the ID token --------------------------------------------------------------
@@ -270,7 +285,15 @@ class OpenIDConnectCode(OpenIDCode):
     """OIDC Core §3.1: the ID token, with nonce replay refused through the store."""
 
     def exists_nonce(self, nonce: str, request) -> bool:
-        return store.nonce_used(request.payload.client_id, nonce)
+        """Asked twice per authorization request by Authlib: the store is asked once (the answer
+        is kept for the request until the code is saved, which marks the nonce used)."""
+        from flask import g, has_request_context
+
+        key = (request.payload.client_id, nonce)
+        memo = g.setdefault("idp_nonces", {}) if has_request_context() else {}
+        if key not in memo:
+            memo[key] = store.nonce_used(*key)
+        return memo[key]
 
     def get_client_algorithm(self, client: Client) -> str:
         return settings.keys.id_token_alg
@@ -384,11 +407,49 @@ issuer_parameter = Issuer()
 
 # ---- the server --------------------------------------------------------------------------------
 
+class ClientCache:
+    """Registered clients, read once per request: an authorization request asks for its client
+    three times and a token request twice, and each ask was a SELECT. The cached object is a copy
+    attached to no database session, so a commit in the request does not expire it (reading an
+    expired row again is another SELECT). Nothing is kept between requests: a client disabled or
+    given a new secret, by any process, is refused from the very next request.
+    """
+
+    def get(self, client_id: str) -> Client | None:
+        from flask import g, has_request_context
+
+        memo = g.setdefault("idp_clients", {}) if has_request_context() else {}
+        if client_id in memo:
+            return memo[client_id]
+        row = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+        copy = None if row is None else Client(**{a.key: getattr(row, a.key) for a in Client.__mapper__.column_attrs})
+        memo[client_id] = copy
+        return copy
+
+
+client_cache = ClientCache()
+
+
+def client_and_citizen(client_id: Any, citizen_id: int | None) -> tuple[Client | None, Citizen | None]:
+    """An enabled client and a citizen in one query (userinfo needs both): (None, None) when
+    either is unknown, or the client is disabled."""
+    if not isinstance(client_id, str) or len(client_id) > 64 or not isinstance(citizen_id, int):
+        return None, None
+    row = db.session.execute(db.select(Client, Citizen).join_from(Client, Citizen, true())  # two rows by key
+                             .where(Client.client_id == client_id, Citizen.id == citizen_id)).first()
+    if row is None or not row[0].is_enabled:
+        return None, None
+    from flask import g
+
+    g.oauth_client = row[0]
+    return row[0], row[1]
+
+
 def _query_client(client_id: str) -> Client | None:
     """An enabled client by id; disabled and unknown clients are the same to the protocol."""
     if not isinstance(client_id, str) or len(client_id) > 64:
         return None
-    client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+    client = client_cache.get(client_id)
     if client is None or not client.is_enabled:
         return None
     from flask import g
@@ -412,6 +473,12 @@ def _save_token(token: dict, request) -> None:
     # revoke it; rotations keep the family.
     family = old.family_id if isinstance(old, RefreshToken) else request.user.token_jti
     tokens.save(refresh, request.client, request.user, token.get("scope", ""), family_id=family)
+    if not isinstance(old, RefreshToken) and store.access_token_revoked(family):
+        # The code was replayed while this exchange was under way: the replay revoked the access
+        # token (its jti is the family's name) but found no refresh token yet. The replay marks
+        # the store before it revokes the family, and this looks after saving, so one of the two
+        # always sees the other (RFC 6749 §4.1.2).
+        tokens.revoke_family(family, reason="code_replayed")
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -424,7 +491,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return tokens.claim(refresh_token, self.request.client)
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Principal | None:
-        citizen = db.session.get(Citizen, refresh_token.citizen_id)
+        citizen = _read_only_citizen(refresh_token.citizen_id)
         if citizen is None:
             return None
         return Principal(citizen, refresh_token.auth_time, refresh_token.method, refresh_token.sid)
@@ -440,10 +507,19 @@ def _our_access_token(token_string: str) -> tokens.AccessToken | None:
         return None
 
 
+def _require_token_param(request) -> None:
+    if not request.form.get("token"):
+        raise InvalidRequestError("Missing 'token'")
+
+
 class RevocationEndpoint(rfc7009.RevocationEndpoint):
     """RFC 7009: a client revokes its own access or refresh tokens."""
 
     CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def check_params(self, request, client):
+        """Only `token` is required; an unknown token_type_hint is ignored (RFC 7009 §2.1)."""
+        _require_token_param(request)
 
     def query_token(self, token_string, token_type_hint):
         if token_type_hint != "refresh_token" and "." in token_string:
@@ -461,6 +537,10 @@ class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):
     """RFC 7662 for agencies' APIs: a client may introspect tokens issued to it."""
 
     CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def check_params(self, request, client):
+        """Only `token` is required; an unknown token_type_hint is ignored (RFC 7662 §2.1)."""
+        _require_token_param(request)
 
     def query_token(self, token_string, token_type_hint):
         if token_type_hint != "refresh_token" and "." in token_string:
@@ -490,6 +570,14 @@ class Server(AuthorizationServer):
 
     def validate_requested_scope(self, scope):
         """Unknown scopes are ignored, not refused (RFC 6749 §3.3; OIDC Core §3.1.2.1)."""
+
+    def authenticate_client(self, request, methods, endpoint="token"):
+        """A malformed Authorization header (not UTF-8, a scheme with nothing after it) makes
+        Authlib's parser raise ValueError: it is a client that failed to authenticate."""
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except ValueError:
+            raise InvalidClientError(status_code=401) from None
 
 
 server = Server()

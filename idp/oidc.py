@@ -22,12 +22,13 @@ from werkzeug.test import EnvironBuilder
 
 from . import citizens, sessions
 from . import metrics
-from .errors import BadAuthorizationRequest, InteractionGone, UnknownClient
+from .errors import BadAuthorizationRequest, InteractionGone, UnknownClient, json_error
 from .extensions import csrf, db, keyring, settings
 from .i18n import use_ui_locales
+from .keys import JWKS_CACHE_SECONDS
 from .models import Citizen
-from .oauth import ACR, BearerTokenError, Principal, claims_for, discovery_document, issuer_parameter, \
-    open_ref, server, subject_for, verify_access_token, verify_id_token_hint
+from .oauth import ACR, BearerTokenError, Principal, claims_for, client_and_citizen, discovery_document, \
+    issuer_parameter, open_ref, server, subject_for, verify_access_token, verify_id_token_hint
 
 bp = Blueprint("oidc", __name__)
 
@@ -50,7 +51,8 @@ def discovery():
 def jwks():
     """The public signing keys (RFC 7517). Cached briefly so rotations reach clients quickly."""
     resp = Response(json.dumps(keyring.jwks()), mimetype="application/jwk-set+json")
-    resp.headers["Cache-Control"] = "public, max-age=300"
+    # Rotation publishes a key at least twice this long before it signs (keys.py).
+    resp.headers["Cache-Control"] = f"public, max-age={JWKS_CACHE_SECONDS}"
     resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
 
@@ -77,12 +79,12 @@ def _replayed_request(pairs: list[list[str]]) -> Request:
 
 def _principal(session: dict | None) -> Principal | None:
     """The citizen of a live session, or None."""
-    if not session:
+    if not session or not session.get("psid"):
         return None
     citizen = db.session.get(Citizen, session["citizen_id"])
     if citizen is None:
         return None
-    return Principal(citizen, session["auth_time"], session["method"], session["sid"])
+    return Principal(citizen, session["auth_time"], session["method"], session["psid"])
 
 
 def _error_response(error: OAuth2Error) -> Response:
@@ -259,6 +261,12 @@ def resume():
 @csrf.exempt
 def token():
     """The token endpoint (RFC 6749 §3.2); responses are never cached (§5.1)."""
+    if any(len(values) > 1 for values in request.form.listvalues()):
+        # RFC 6749 §3.2: request parameters MUST NOT be included more than once (Authlib
+        # would take the first `code` of several).
+        response = json_error(400, "invalid_request", "Repeated parameter")
+        metrics.token_response(400)
+        return response
     response = server.create_token_response()
     metrics.token_response(response.status_code)
     response.headers["Cache-Control"] = "no-store"
@@ -319,8 +327,7 @@ def userinfo():
     if "openid" not in claims.get("scope", "").split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required")
     citizen_id = open_ref(claims.get("idp_ref", ""))
-    client = server.query_client(claims.get("client_id"))
-    citizen = db.session.get(Citizen, citizen_id) if citizen_id else None
+    client, citizen = client_and_citizen(claims.get("client_id"), citizen_id)  # one query for both
     if citizen is None or client is None:
         return _bearer_error(401, "invalid_token", "Unknown subject")
     resp = jsonify(claims_for(citizen, client, claims["scope"]))

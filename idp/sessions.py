@@ -83,10 +83,12 @@ def create_session(citizen_id: int, method: str, response: Response) -> dict[str
     flask_session.clear()
     old = request.cookies.get(SSO_COOKIE)
     if old and len(old) <= 64:
-        store.delete_session(old, ended=False)
+        store.delete_session(old)
+    # Two ids: `sid` is the secret in the cookie; `psid` is the public one that tokens carry as
+    # their `sid` claim (OIDC Back-Channel Logout §2.1). Agencies must never learn the cookie.
     sid = secrets.token_urlsafe(32)
-    session = {"sid": sid, "citizen_id": citizen_id, "auth_time": int(time.time()), "method": method,
-               "clients": []}
+    session = {"sid": sid, "psid": secrets.token_urlsafe(16), "citizen_id": citizen_id,
+               "auth_time": int(time.time()), "method": method, "clients": []}
     store.put_session(sid, session, ttl=settings.login.session_ttl)
     store.index_citizen_session(citizen_id, sid, ttl=settings.login.session_ttl)
     response.set_cookie(SSO_COOKIE, sid, **_cookie_args())

@@ -8,7 +8,7 @@ Where each figure comes from:
   birth-date snapshot (``stat_birth_dates``, one row per birth date, refreshed once a day by
   ``idp stats rollup``) summed up to today's cut-off, plus the citizens registered since the
   snapshot (``id`` above the snapshot's highest): exact for additions, a few milliseconds at
-  any size. With no snapshot yet, a count over the ``birth_date`` index.
+  any size. With no snapshot yet (before the first rollup), a count of the citizens table.
 * **closed days**: ``stat_days`` / ``stat_day_clients``, computed exactly from ``auth_events``
   by ``idp stats rollup`` (idempotent; serialized across nodes by a row lock, so cron may run
   it on every node at once). A closed day that is not rolled up yet is computed from
@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import jdatetime
-from sqlalchemy import and_, delete, func, literal, or_, select, text, update
+from sqlalchemy import BigInteger, Column, MetaData, Table, and_, case, delete, func, literal, or_, select, \
+    text, update
 
 from .citizens import local_date, unique_adults
 from .extensions import db, settings, store
@@ -59,6 +60,8 @@ POPULATION_MAX_ID = "population_snapshot_max_id"
 POPULATION_AT = "population_snapshot_at"
 LOCK_ROLLUP = "lock:stats_rollup"
 ROLLUP_WORK_MEM = "256MB"
+#: Above this many new adults in a day, their clients are found by a join rather than one by one.
+NEW_ADULTS_JOIN = 50_000
 
 
 class StatsError(Exception):
@@ -113,6 +116,7 @@ def month_key(start: dt.date, cal: str) -> str:
 
 
 _FA_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+_ANY_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 
 
 def day_labels(day: dt.date, cal: str) -> tuple[str, str]:
@@ -135,9 +139,7 @@ def month_labels(start: dt.date, cal: str) -> tuple[str, str]:
 
 def parse_day(text: str) -> dt.date:
     """YYYY-MM-DD, Gregorian, or Jalali when the year is before 1700 (1405-09-07); Persian digits too."""
-    from .national_id import normalize_digits
-
-    value = normalize_digits(text.strip()).replace("/", "-")
+    value = text.strip().translate(_ANY_DIGITS).replace("/", "-")
     try:
         y, m, d = (int(x) for x in value.split("-"))
         if y < 1700:
@@ -224,14 +226,25 @@ def _new_adults(start: dt.datetime, end: dt.datetime) -> tuple[int, dict[str, in
         Citizen.first_adult_authenticated_at >= start, Citizen.first_adult_authenticated_at < end)).scalar_one()
     if not total:
         return 0, {}
-    first = (select(func.min(AuthEvent.id).label("eid"))
-             .join(Citizen, and_(AuthEvent.citizen_id == Citizen.id,
-                                 AuthEvent.occurred_at == Citizen.first_adult_authenticated_at))
-             .where(Citizen.first_adult_authenticated_at >= start, Citizen.first_adult_authenticated_at < end)
-             .group_by(Citizen.id).subquery())
-    rows = db.session.execute(select(AuthEvent.client_id, func.count())
-                              .join(first, AuthEvent.id == first.c.eid).group_by(AuthEvent.client_id)).all()
-    return int(total), {c: int(n) for c, n in rows}
+    if total > NEW_ADULTS_JOIN:
+        # Many (a launch day): one join with the day's events. A citizen with two events at the very
+        # same microsecond as their first adult login would count for both clients.
+        rows = db.session.execute(
+            select(AuthEvent.client_id, func.count(Citizen.id.distinct()))
+            .join(Citizen, and_(AuthEvent.citizen_id == Citizen.id,
+                                AuthEvent.occurred_at == Citizen.first_adult_authenticated_at))
+            .where(_in(start, end), Citizen.first_adult_authenticated_at >= start,
+                   Citizen.first_adult_authenticated_at < end).group_by(AuthEvent.client_id)).all()
+        return int(total), {c: int(n) for c, n in rows}
+    # The client of each one's first adult authentication: a correlated lookup per new adult (an
+    # index probe each; a plan that hashes auth_events would cost the whole table).
+    client = (select(AuthEvent.client_id)
+              .where(AuthEvent.citizen_id == Citizen.id, AuthEvent.occurred_at == Citizen.first_adult_authenticated_at)
+              .order_by(AuthEvent.id).limit(1).scalar_subquery().label("client_id"))
+    firsts = (select(client).where(Citizen.first_adult_authenticated_at >= start,
+                                   Citizen.first_adult_authenticated_at < end).subquery())
+    rows = db.session.execute(select(firsts.c.client_id, func.count()).group_by(firsts.c.client_id)).all()
+    return int(total), {c: int(n) for c, n in rows if c is not None}
 
 
 def raw_figures(start: dt.datetime, end: dt.datetime) -> Figures:
@@ -346,6 +359,7 @@ def rollup_day(day: dt.date, force: bool = True) -> dict:
             db.session.execute(_insert(StatDayClient), [
                 {"day": day, "client_id": c, **v} for c, v in figures.clients.items()])
         months = {}
+        _load_day_citizens(start, end)
         for cal in (GREGORIAN, JALALI):
             months[cal] = _add_to_month(cal, month_start(day, cal), start, end, now)
         db.session.commit()
@@ -357,14 +371,37 @@ def rollup_day(day: dt.date, force: bool = True) -> dict:
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
+_DAY_CITIZENS = Table("stat_tmp_day_citizens", MetaData(), Column("citizen_id", BigInteger))
+
+
+def _load_day_citizens(start: dt.datetime, end: dt.datetime) -> None:
+    """The day's distinct citizens, once, into a temporary table that both months read."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text("CREATE TEMP TABLE stat_tmp_day_citizens (citizen_id BIGINT) ON COMMIT DROP"))
+    else:
+        db.session.execute(text("CREATE TEMP TABLE IF NOT EXISTS stat_tmp_day_citizens (citizen_id BIGINT)"))
+        db.session.execute(text("DELETE FROM stat_tmp_day_citizens"))
+    db.session.execute(_DAY_CITIZENS.insert().from_select(
+        ["citizen_id"], select(AuthEvent.citizen_id).where(_in(start, end)).distinct().order_by(AuthEvent.citizen_id)))
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text("ANALYZE stat_tmp_day_citizens"))
+
+
 def _add_to_month(cal: str, month: dt.date, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> int | None:
     """Add a day's citizens to its open month's set; the month grows by those new to it."""
     row = _month_row(cal, month)
     if row is not None and row.closed_at is not None:
         return None  # final; the day's own figures were still recomputed
-    cits = (select(literal(cal), literal(month), AuthEvent.citizen_id).where(_in(start, end)).distinct())
+    # Only the day's citizens not yet in the set are inserted (an anti-join, much cheaper than a
+    # conflict per row); ON CONFLICT stays as the guarantee.
+    t = _DAY_CITIZENS.c
+    known = select(literal(1)).where(StatMonthCitizen.calendar == cal, StatMonthCitizen.month == month,
+                                     StatMonthCitizen.citizen_id == t.citizen_id).exists()
+    cits = select(literal(cal), literal(month), t.citizen_id).where(~known)
     ins = _insert(StatMonthCitizen).from_select(["calendar", "month", "citizen_id"], cits).on_conflict_do_nothing()
-    gained = max(0, db.session.execute(ins).rowcount or 0)
+    gained = db.session.execute(ins, execution_options={"preserve_rowcount": True}).rowcount
+    if gained is None or gained < 0:
+        raise RuntimeError("the database driver did not report how many citizens were new to the month")
     up = _insert(StatMonth).values(calendar=cal, month=month, unique_citizens=gained, updated_at=now)
     db.session.execute(up.on_conflict_do_update(
         index_elements=["calendar", "month"],
@@ -518,18 +555,22 @@ def daily_series(first: dt.date, last: dt.date) -> dict[dt.date, Figures]:
     if first > last:
         return {}
     out: dict[dt.date, Figures] = {}
-    for row in db.session.execute(select(StatDay).where(StatDay.day >= first, StatDay.day <= last)).scalars():
-        out[row.day] = Figures(row.logins, row.unique_citizens, row.new_adults, "rollup")
-    for row in db.session.execute(select(StatDayClient).where(StatDayClient.day >= first,
-                                                              StatDayClient.day <= last)).scalars():
-        if row.day in out:
-            out[row.day].clients[row.client_id] = {"logins": row.logins, "unique_citizens": row.unique_citizens,
-                                                   "new_adults": row.new_adults}
+    for d, logins, uniques, new in db.session.execute(
+            select(StatDay.day, StatDay.logins, StatDay.unique_citizens, StatDay.new_adults)
+            .where(StatDay.day >= first, StatDay.day <= last)):
+        out[d] = Figures(logins, uniques, new, "rollup")
+    for d, client_id, logins, uniques, new in db.session.execute(
+            select(StatDayClient.day, StatDayClient.client_id, StatDayClient.logins, StatDayClient.unique_citizens,
+                   StatDayClient.new_adults).where(StatDayClient.day >= first, StatDayClient.day <= last)):
+        if d in out:
+            out[d].clients[client_id] = {"logins": logins, "unique_citizens": uniques, "new_adults": new}
+    earliest = first_event_day() or now_day
     for d in days(first, last):
         if d == now_day:
             out[d] = live_figures(d)
         elif d not in out:
-            out[d] = raw_figures(*day_bounds(d))
+            # before the first auth event kept, a day with no rollup had no logins
+            out[d] = raw_figures(*day_bounds(d)) if d >= earliest else Figures(source="auth_events")
     return dict(sorted(out.items()))
 
 
@@ -566,11 +607,14 @@ def month_uniques(cal: str, month: dt.date, client_id: str | None = None) -> tup
     pending = [d for d in days(month, end_day) if d not in rolled]
     if not pending:
         return base, "rollup"
-    in_set = select(StatMonthCitizen.citizen_id).where(StatMonthCitizen.calendar == cal,
-                                                       StatMonthCitizen.month == month,
-                                                       StatMonthCitizen.citizen_id == AuthEvent.citizen_id)
-    extra = db.session.execute(select(func.count(AuthEvent.citizen_id.distinct())).where(
-        or_(*[_in(s, e) for s, e in _ranges(pending)]), ~in_set.exists())).scalar_one()
+    # Citizens of the pending days not in the month's set: an index probe per event (a plan that
+    # hashes the whole set would cost the month, not the day).
+    in_set = (select(literal(1)).where(StatMonthCitizen.calendar == cal, StatMonthCitizen.month == month,
+                                       StatMonthCitizen.citizen_id == AuthEvent.citizen_id)
+              .limit(1).scalar_subquery())
+    new_to_month = case((in_set.is_(None), AuthEvent.citizen_id))
+    extra = db.session.execute(select(func.count(new_to_month.distinct())).where(
+        or_(*[_in(s, e) for s, e in _ranges(pending)]))).scalar_one()
     return base + int(extra), "rollup + auth_events"
 
 
@@ -585,6 +629,12 @@ def month_client_uniques(cal: str, month: dt.date) -> dict[str, int]:
     start, end = day_bounds(month)[0], day_bounds(end_day)[1]
     return {c: int(n) for c, n in db.session.execute(select(AuthEvent.client_id, func.count(AuthEvent.citizen_id.distinct()))
                                                       .where(_in(start, end)).group_by(AuthEvent.client_id))}
+
+
+def _seen_client(client_id: str) -> bool:
+    """A client_id with figures, though no longer registered."""
+    return any(db.session.execute(select(col).where(col == client_id).limit(1)).first() is not None
+               for col in (AuthEvent.client_id, StatDayClient.client_id))
 
 
 def _agency_rows(clients: dict[str, dict[str, int]], names, only: str | None) -> list[dict]:
@@ -613,8 +663,8 @@ def report(first: dt.date | None = None, last: dt.date | None = None, by: str = 
     if by == "month":
         first = month_start(first, cal)
     names = _client_names()
-    if agency and agency not in names:
-        raise StatsError(f"no client {agency!r}")
+    if agency and agency not in names and not _seen_client(agency):
+        raise StatsError(f"no client {agency!r} (and no figures for one)")
     out = totals()
     out.update({"timezone": settings.stats.timezone, "calendar": calendar, "by": by, "agency": agency})
 
@@ -682,7 +732,7 @@ def report(first: dt.date | None = None, last: dt.date | None = None, by: str = 
             m = nxt
     out["from"], out["to"] = first.isoformat(), last.isoformat()
     out["rows"] = rows
-    out["_series"] = {d: (f.unique_citizens, cumulative[d], f.approximate) for d, f in series.items()}
+    out["_series"] = {d: (f.unique_citizens, cumulative[d], d == now_day) for d, f in series.items()}
     return out
 
 
@@ -767,6 +817,7 @@ def plot(r: dict, path: str) -> None:
     bottom.plot(xs, [series[d][1] for d in ds], color="#d62728", marker="o" if len(ds) <= 45 else None,
                 markersize=3, linewidth=2)
     bottom.set_ylabel("unique adults, cumulative")
+    bottom.set_ylim(bottom=0)
     bottom.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v):,}"))
     bottom.grid(alpha=0.3)
     pop = r["adult_population"]
@@ -780,13 +831,24 @@ def plot(r: dict, path: str) -> None:
         d = mdates.num2date(v).date()
         if cal == JALALI:
             j = jdatetime.date.fromgregorian(date=d)
-            return f"{j.day} {jdatetime.date.j_months_short_en[j.month - 1]}\n{j.year}"
+            return f"{j.day} {jdatetime.date.j_months_en[j.month - 1]}\n{j.year}"
         return d.strftime("%-d %b\n%Y")
 
-    bottom.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=10))
+    if cal == JALALI and ds:  # ticks on Jalali days: month starts, or days of the month for short ranges
+        from matplotlib.ticker import FixedLocator
+
+        span = (ds[-1] - ds[0]).days
+        marks = (range(1, 32, 2) if span <= 14 else (1, 8, 15, 22) if span <= 60 else (1, 16) if span <= 180
+                 else (1,))
+        ticks = [d for d in ds if jdatetime.date.fromgregorian(date=d).day in marks]
+        if span > 400:
+            ticks = [d for d in ticks if jdatetime.date.fromgregorian(date=d).month in (1, 4, 7, 10)]
+        bottom.xaxis.set_major_locator(FixedLocator([mdates.date2num(d) for d in ticks]))
+    else:
+        bottom.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=10))
     bottom.xaxis.set_major_formatter(FuncFormatter(label))
     zone_note = f"days in {r['timezone']}, {'Jalali' if cal == JALALI else 'Gregorian'} calendar"
     if any(series[d][2] for d in ds):
-        zone_note += "; light bar = today, live estimate"
+        zone_note += "; light bar = today so far"
     bottom.set_xlabel(zone_note)
     fig.savefig(path, format=fmt)

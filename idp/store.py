@@ -12,7 +12,8 @@ Key schema (all under the configured prefix):
 ``sms-down``                          set for a minute after the SMS gateway failed
 ``totp-new:{sid}``                    an authenticator secret shown but not yet confirmed
 ``sess:{sid}``                        a single sign-on session (JSON)
-``sess-ended:{sid}``                  a session that ended: its access tokens are refused
+``psid:{public sid}``                 the session a public id (the `sid` claim in tokens) belongs to
+``sess-ended:{public sid}``           a session that ended: its access tokens are refused
 ``sess-of:{citizen_id}``              the ids of a citizen's SSO sessions (set; TTL = session_ttl,
                                       renewed at each login; members may be stale, which is harmless)
 ``code:{sha256(code)}``               an authorization code's grant (JSON); consumed by GETDEL
@@ -45,6 +46,11 @@ _memory_lock = threading.Lock()
 
 def _sha(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+#: Lifetime of a record a late write re-created by accident (HSET/HINCRBY on a challenge that
+#: just ended) until its clean-up deletes it: it expires even if the process dies in between.
+ORPHAN_TTL = 60
 
 
 class StoreUnavailable(Exception):
@@ -96,13 +102,11 @@ class Store:
         return self._get(self._k("req", request_id))
 
     def update_pending(self, request_id: str, payload: dict[str, Any]) -> bool:
-        """Rewrite a paused request, keeping its remaining lifetime (False if it is gone)."""
+        """Rewrite a paused request, keeping its remaining lifetime (False if it is gone).
+
+        One round trip: SET ... XX KEEPTTL writes only an existing key and keeps its TTL."""
         key = self._k("req", request_id)
-        ttl = self.redis.ttl(key)
-        if ttl is None or ttl <= 0:
-            return False
-        self._put(key, payload, ttl)
-        return True
+        return bool(self.redis.set(key, json.dumps(payload, separators=(",", ":")), xx=True, keepttl=True))
 
     def delete_pending(self, request_id: str) -> None:
         """Forget a paused request once it is answered."""
@@ -136,8 +140,9 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         pipe.exists(key)
         pipe.hset(key, mapping=fields)
-        if ttl:
-            pipe.expire(key, ttl)
+        # A key HSET made from nothing gets a TTL in the same transaction (NX: a live challenge's
+        # TTL is kept), so it expires even if the clean-up below never runs (Redis >= 7.0).
+        pipe.expire(key, ttl or ORPHAN_TTL, **({} if ttl else {"nx": True}))
         exists = pipe.execute()[0]
         if not exists:
             self.redis.delete(key)  # HSET on a missing key made one without a TTL
@@ -161,7 +166,8 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         pipe.exists(key)
         pipe.hincrby(key, "attempts", 1)
-        exists, attempts = pipe.execute()
+        pipe.expire(key, ORPHAN_TTL, nx=True)  # as in update_challenge: never a key without a TTL
+        exists, attempts, _ = pipe.execute()
         if not exists:
             self.redis.delete(key)  # HINCRBY on a missing key created it without a TTL
             return 0
@@ -173,8 +179,19 @@ class Store:
 
     # ---- single sign-on sessions ------------------------------------------------------------
     def put_session(self, sid: str, payload: dict[str, Any], ttl: int) -> None:
-        """Create or replace an SSO session."""
-        self._put(self._k("sess", sid), payload, ttl)
+        """Create or replace an SSO session, and the lookup from its public id (``psid``)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._k("sess", sid), json.dumps(payload, separators=(",", ":")), ex=ttl)
+        if payload.get("psid"):
+            pipe.set(self._k("psid", payload["psid"]), sid, ex=ttl)
+        pipe.execute()
+
+    def session_by_public_id(self, psid: str) -> dict[str, Any] | None:
+        """The live session whose public id (the `sid` claim agencies see) this is, or None."""
+        if not isinstance(psid, str) or not psid or len(psid) > 64:
+            return None
+        sid = self.redis.get(self._k("psid", psid))
+        return self.get_session(sid) if sid else None
 
     def get_session(self, sid: str) -> dict[str, Any] | None:
         """A live SSO session, or None."""
@@ -187,18 +204,15 @@ class Store:
         if session is None or client_id in session.get("clients", []):
             return
         session.setdefault("clients", []).append(client_id)
-        ttl = self.redis.ttl(key)
-        if ttl and ttl > 0:
-            self._put(key, session, ttl)
+        # XX KEEPTTL: only while the session lives, with its remaining lifetime (one round trip)
+        self.redis.set(key, json.dumps(session, separators=(",", ":")), xx=True, keepttl=True)
 
-    def delete_session(self, sid: str, ended: bool = True) -> None:
-        """Delete an SSO session. ``ended`` (a logout, a revocation) also refuses the access tokens
-        issued within it; a session merely replaced by a new login keeps them."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._k("sess", sid))
-        if ended:
-            pipe.set(self._k("sess-ended", sid), "1", ex=86400)
-        pipe.execute()
+    def delete_session(self, sid: str) -> None:
+        """Delete an SSO session replaced by a new login in the same browser (its tokens stay
+        valid; a logout goes through logout.end_session instead)."""
+        session = self.get_session(sid)
+        keys = [self._k("sess", sid)] + ([self._k("psid", session["psid"])] if session and session.get("psid") else [])
+        self.redis.delete(*keys)
 
     # ---- a citizen's sessions (for logging a citizen out everywhere) ------------------------
     def index_citizen_session(self, citizen_id: int, sid: str, ttl: int) -> None:
@@ -213,15 +227,17 @@ class Store:
         """The ids of a citizen's sessions (some may have ended already)."""
         return sorted(self.redis.smembers(self._k("sess-of", str(citizen_id))))
 
-    def end_sessions(self, citizen_id: int, sids: list[str]) -> None:
-        """Delete SSO sessions and drop them from their citizen's set, in one round trip."""
+    def end_sessions(self, citizen_id: int, sids: list[str], psids: list[str] = ()) -> None:
+        """Delete SSO sessions and drop them from their citizen's set, in one round trip; the
+        access tokens issued within them (which carry the public ids) are refused from now on."""
         if not sids:
             return
         pipe = self.redis.pipeline(transaction=False)
         pipe.delete(*[self._k("sess", sid) for sid in sids])
         pipe.srem(self._k("sess-of", str(citizen_id)), *sids)
-        for sid in sids:  # their access tokens are refused from now on
-            pipe.set(self._k("sess-ended", sid), "1", ex=86400)
+        for psid in psids:
+            pipe.delete(self._k("psid", psid))
+            pipe.set(self._k("sess-ended", psid), "1", ex=86400)
         pipe.execute()
 
     # ---- authorization codes ----------------------------------------------------------------

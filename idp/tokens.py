@@ -78,7 +78,9 @@ def claim(token: str, client: Client) -> RefreshToken | None:
     if row.rotated_at is not None and (now - row.rotated_at).total_seconds() <= settings.tokens.refresh_grace_seconds:
         raise InvalidGrantError("The refresh token was just used; use the new one.")
     revoke_family(row.family_id, reason="refresh_token_reused")
-    store.delete_session(row.sid)
+    from .logout import end_session_by_sid
+
+    end_session_by_sid(row.sid, reason="refresh_token_reused")  # agencies are told, back-channel
     raise InvalidGrantError("The refresh token was already used.")
 
 

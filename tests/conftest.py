@@ -123,6 +123,9 @@ class LiveProvider:
         return national_id, mobile
 
     def stop(self):
+        from idp import logout
+
+        logout.stop_worker(self.app)  # its database goes away with the test
         self.server.shutdown()
         self.thread.join(5)
 

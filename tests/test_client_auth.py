@@ -96,7 +96,8 @@ def test_discovery_announces_private_key_jwt(provider):
 
 def test_code_flow_with_signed_assertion_and_replay_refused(provider):
     key = new_key("RSA")
-    client_id, secret, redirect = provider.add_client(auth_method="private_key_jwt", jwks=public_jwks(key))
+    client_id, secret, redirect = provider.add_client(trusted=True, auth_method="private_key_jwt",
+                                                      jwks=public_jwks(key))
     assert secret is None
     browser = provider.flow()
     code = first_code(provider, browser, client_id, redirect)
@@ -116,7 +117,7 @@ def test_code_flow_with_signed_assertion_and_replay_refused(provider):
 
     # The issuer is an accepted audience too; so is an ES256 key, and client_id may be repeated.
     ec = new_key("EC")
-    ec_id, _, ec_redirect = provider.add_client(auth_method="private_key_jwt", jwks=public_jwks(ec))
+    ec_id, _, ec_redirect = provider.add_client(trusted=True, auth_method="private_key_jwt", jwks=public_jwks(ec))
     code = first_code(provider, browser, ec_id, ec_redirect)
     response = token_request(provider, browser, ec_redirect, code, assertion(provider, ec_id, ec, aud=provider.url),
                              client_id=ec_id)
@@ -125,7 +126,7 @@ def test_code_flow_with_signed_assertion_and_replay_refused(provider):
 
 def test_bad_assertions_are_invalid_client(provider):
     key, other = new_key("RSA"), new_key("RSA")
-    client_id, _, redirect = provider.add_client(auth_method="private_key_jwt", jwks=public_jwks(key))
+    client_id, _, redirect = provider.add_client(trusted=True, auth_method="private_key_jwt", jwks=public_jwks(key))
     browser = provider.flow()
     code = first_code(provider, browser, client_id, redirect)
     aud = f"{provider.url}/token"
@@ -139,7 +140,7 @@ def test_bad_assertions_are_invalid_client(provider):
     bad = {
         "wrong audience": assertion(provider, client_id, key, aud="https://other.example/token"),
         "expired": assertion(provider, client_id, key, exp_in=-120, iat=int(time.time()) - 180),
-        "lives too long": assertion(provider, client_id, key, exp_in=3600),
+        "lives too long": assertion(provider, client_id, key, exp_in=3 * 3600),
         "signed by another key": sign(claims_for(client_id, aud), other.__class__.import_key(
             {**other.as_dict(private=True), "kid": key.kid})),
         "unknown kid": assertion(provider, client_id, other),
@@ -163,7 +164,7 @@ def test_bad_assertions_are_invalid_client(provider):
 def test_methods_do_not_mix(provider):
     """A private_key_jwt client cannot use a secret (or nothing); a secret client cannot use an assertion."""
     key = new_key("RSA")
-    client_id, _, redirect = provider.add_client(auth_method="private_key_jwt", jwks=public_jwks(key))
+    client_id, _, redirect = provider.add_client(trusted=True, auth_method="private_key_jwt", jwks=public_jwks(key))
     browser = provider.flow()
     code = first_code(provider, browser, client_id, redirect)
     assert_invalid_client(token_request(provider, browser, redirect, code, None, auth=(client_id, "guess")))
@@ -171,7 +172,7 @@ def test_methods_do_not_mix(provider):
                                         client_secret="guess"))
     assert_invalid_client(token_request(provider, browser, redirect, code, None, client_id=client_id))
 
-    secret_id, secret, secret_redirect = provider.add_client()
+    secret_id, secret, secret_redirect = provider.add_client(trusted=True)
     code = first_code(provider, browser, secret_id, secret_redirect)
     assert_invalid_client(token_request(provider, browser, secret_redirect, code,
                                         assertion(provider, secret_id, key)))
@@ -217,7 +218,7 @@ def test_jwks_uri_keys_and_one_refetch_on_unknown_kid(provider):
     first, second, stranger = new_key("RSA"), new_key("EC"), new_key("RSA")
     served = JWKSServer(public_jwks(first))
     try:
-        client_id, _, redirect = provider.add_client(auth_method="private_key_jwt", jwks_uri=served.url)
+        client_id, _, redirect = provider.add_client(trusted=True, auth_method="private_key_jwt", jwks_uri=served.url)
         browser = provider.flow()
         code = first_code(provider, browser, client_id, redirect)
         response = token_request(provider, browser, redirect, code, assertion(provider, client_id, first))
@@ -260,6 +261,12 @@ def idp(provider, tmp_path, *args: str) -> subprocess.CompletedProcess:
                           timeout=120, stdin=subprocess.DEVNULL)
 
 
+def idp_json(provider, tmp_path, *args: str):
+    out = idp(provider, tmp_path, *args, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def one_line_error(out: subprocess.CompletedProcess, message: str) -> None:
     assert out.returncode != 0, out.stdout
     lines = out.stderr.strip().splitlines()
@@ -274,18 +281,19 @@ def test_cli_registers_shows_rotates_disables_and_enables(provider, tmp_path):
     out = idp(provider, tmp_path, "clients", "add", "--name", "Customs", "--redirect-uri",
               "http://127.0.0.1:9/customs/cb", "--auth-method", "private_key_jwt", "--jwks", str(jwks_file),
               "--backchannel-logout-uri", "https://customs.example.ir/bcl", "--allow-national-id", "--trusted",
-              "--json")
+              "--sector", "customs.example.ir", "--json")
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
     client_id = created["client_id"]
     assert created["client_secret"] is None
 
-    shown = json.loads(idp(provider, tmp_path, "clients", "show", client_id, "--json").stdout)
+    shown = idp_json(provider, tmp_path, "clients", "show", client_id)
     assert shown["token_endpoint_auth_method"] == "private_key_jwt" and shown["has_secret"] is False
     meta = shown["metadata"]
     assert meta["jwks"]["keys"][0]["kid"] == key.kid and "d" not in meta["jwks"]["keys"][0]
     assert meta["backchannel_logout_uri"] == "https://customs.example.ir/bcl"
     assert meta["allow_national_id"] is True and "national_id" in meta["scope"].split()
+    assert meta["sector_identifier"] == "customs.example.ir"
     assert "hash" not in json.dumps(shown)
     one_line_error(idp(provider, tmp_path, "clients", "rotate-secret", client_id), "not a secret")
 
@@ -294,19 +302,19 @@ def test_cli_registers_shows_rotates_disables_and_enables(provider, tmp_path):
     redirect = "http://127.0.0.1:9/customs/cb"
     code = first_code(provider, browser, client_id, redirect)
     assert idp(provider, tmp_path, "clients", "disable", client_id).returncode == 0
-    assert json.loads(idp(provider, tmp_path, "clients", "show", client_id, "--json").stdout)["disabled_at"]
+    assert idp_json(provider, tmp_path, "clients", "show", client_id)["disabled_at"]
     assert_invalid_client(token_request(provider, browser, redirect, code, assertion(provider, client_id, key)))
     assert idp(provider, tmp_path, "clients", "enable", client_id).returncode == 0
     response = token_request(provider, browser, redirect, code, assertion(provider, client_id, key))
     assert response.status_code == 200, response.text
 
     # A secret client: rotate-secret prints a new secret once; the old one stops working.
-    secret_id, old_secret, secret_redirect = provider.add_client()
+    secret_id, old_secret, secret_redirect = provider.add_client(trusted=True)
     out = idp(provider, tmp_path, "clients", "rotate-secret", secret_id, "--json")
     assert out.returncode == 0, out.stderr
     new_secret = json.loads(out.stdout)["client_secret"]
     assert len(new_secret) >= 40 and new_secret != old_secret
-    shown = idp(provider, tmp_path, "clients", "show", secret_id, "--json").stdout
+    shown = json.dumps(idp_json(provider, tmp_path, "clients", "show", secret_id))
     assert new_secret not in shown and "sha256$" not in shown
     code = first_code(provider, browser, secret_id, secret_redirect)
     assert_invalid_client(browser.exchange(secret_id, old_secret, secret_redirect, code))
@@ -319,36 +327,58 @@ def test_cli_registers_shows_rotates_disables_and_enables(provider, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (("--auth-method", "private_key_jwt", "--jwks", "{private}"), "private"),
-    (("--auth-method", "private_key_jwt"), "--jwks-uri or --jwks"),
     (("--auth-method", "private_key_jwt", "--jwks-uri", "http://keys.example.ir/jwks"), "plain http"),
-    (("--jwks-uri", "https://keys.example.ir/jwks"), "private_key_jwt"),
     (("--public", "--auth-method", "private_key_jwt"), "--public"),
-    (("--redirect-uri", "https://user:pw@a.example.ir/cb"), "credentials"),
-    (("--redirect-uri", "ftp://a.example.ir/cb"), "https"),
     (("--redirect-uri", "https://b.example.ir/cb"), "--sector"),
-    (("--redirect-uri", "https://b.example.ir/cb", "--sector", "https://x/y"), "host name"),
-    (("--backchannel-logout-uri", "https://a.example.ir/bcl#x"), "fragment"),
 ])
-def test_cli_registration_errors(provider, tmp_path, args, message):
+def test_cli_registration_errors_are_one_line(tmp_path, args, message):
+    """Refused before the database is touched: no provider needed."""
     private = tmp_path / "private.json"
     private.write_text(json.dumps({"keys": [new_key("EC").as_dict(private=True)]}))
     args = tuple(str(private) if a == "{private}" else a for a in args)
-    out = idp(provider, tmp_path, "clients", "add", "--name", "X", "--redirect-uri", "https://a.example.ir/cb", *args)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "IDP_SERVER_SECRET_KEY": "t" * 48,
+           "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}", "IDP_KEYS_DIR": str(tmp_path / "keys")}
+    out = subprocess.run([sys.executable, "-m", "idp.cli", "clients", "add", "--name", "X", "--redirect-uri",
+                          "https://a.example.ir/cb", *args], env=env, capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL)
     one_line_error(out, message)
 
 
-def test_cli_pairwise_across_hosts_with_a_sector(provider, tmp_path):
-    out = idp(provider, tmp_path, "clients", "add", "--name", "Tax", "--redirect-uri", "https://a.tax.example.ir/cb",
-              "--redirect-uri", "https://b.tax.example.ir/cb", "--sector", "tax.example.ir", "--json")
-    assert out.returncode == 0, out.stderr
-    client_id = json.loads(out.stdout)["client_id"]
-    secret = json.loads(out.stdout)["client_secret"]
-    assert secret
-    meta = json.loads(idp(provider, tmp_path, "clients", "show", client_id, "--json").stdout)["metadata"]
-    assert meta["sector_identifier"] == "tax.example.ir" and meta["subject_type"] == "pairwise"
-    out = idp(provider, tmp_path, "clients", "add", "--name", "Pub", "--redirect-uri", "https://a.example.ir/cb",
-              "--subject-type", "public", "--auth-method", "client_secret_post", "--json")
-    assert out.returncode == 0, out.stderr
-    meta = json.loads(idp(provider, tmp_path, "clients", "show", json.loads(out.stdout)["client_id"],
-                          "--json").stdout)["metadata"]
-    assert meta["subject_type"] == "public" and meta["token_endpoint_auth_method"] == "client_secret_post"
+def test_registration_is_validated(provider, tmp_path):
+    """The rules behind `idp clients add` (agencies.register_client), checked in-process."""
+    from idp.agencies import InvalidClientMetadata, register_client
+
+    ec = new_key("EC")
+    good = {"name": "X", "redirect_uris": ["https://a.example.ir/cb"]}
+    refused = [
+        ({"auth_method": "private_key_jwt", "jwks": {"keys": [ec.as_dict(private=True)]}}, "private"),
+        ({"auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}, "symmetric"),
+        ({"auth_method": "private_key_jwt"}, "--jwks-uri or --jwks"),
+        ({"auth_method": "private_key_jwt", "jwks": public_jwks(ec), "jwks_uri": "https://k.example.ir/j"}, "one of"),
+        ({"auth_method": "private_key_jwt", "jwks_uri": "http://keys.example.ir/jwks"}, "plain http"),
+        ({"jwks_uri": "https://keys.example.ir/jwks"}, "private_key_jwt"),
+        ({"redirect_uris": ["https://user:pw@a.example.ir/cb"]}, "credentials"),
+        ({"redirect_uris": ["ftp://a.example.ir/cb"]}, "https"),
+        ({"redirect_uris": ["https://a.example.ir/cb", "https://b.example.ir/cb"]}, "--sector"),
+        ({"redirect_uris": ["https://a.example.ir/cb"], "sector": "https://x/y"}, "host name"),
+        ({"subject_type": "public", "sector": "a.example.ir"}, "pairwise"),
+        ({"backchannel_logout_uri": "https://a.example.ir/bcl#x"}, "fragment"),
+        ({"redirect_uris": ["https://a.example.ir/c b"]}, "spaces"),
+    ]
+    with provider.app.app_context():
+        for changes, message in refused:
+            with pytest.raises(InvalidClientMetadata, match=message if message != "--sector" else "sector"):
+                register_client(**{**good, **changes})
+        client, secret = register_client("Tax", ["https://a.tax.example.ir/cb", "https://b.tax.example.ir/cb"],
+                                          sector="Tax.Example.IR")
+        assert secret and client.client_metadata["sector_identifier"] == "tax.example.ir"
+        client, secret = register_client("Pub", ["https://a.example.ir/cb"], subject_type="public",
+                                          auth_method="client_secret_post")
+        assert secret and client.client_metadata["subject_type"] == "public"
+        assert client.token_endpoint_auth_method == "client_secret_post"
+        client, secret = register_client("App", ["http://127.0.0.1:7/cb"], public=True)
+        assert secret is None and client.token_endpoint_auth_method == "none"
+        from idp.agencies import rotate_secret
+
+        with pytest.raises(InvalidClientMetadata, match="not a secret"):
+            rotate_secret(client)

@@ -99,6 +99,24 @@ def test_session_cookie_is_rotated_at_login_and_http_only(provider):
     assert any(c.has_nonstandard_attr("HttpOnly") for c in sso)
 
 
+def test_tokens_never_carry_the_session_cookie(provider):
+    """The `sid` agencies see is a public id: holding it must not let anyone set the SSO cookie."""
+    client_id, secret, redirect = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+    result = browser.login(client_id, redirect, national_id, mobile)
+    body = browser.exchange(client_id, secret, redirect, result["code"]).json()
+    cookie = browser.http.cookies.get("idp_sso")
+    id_claims = verify_id_token(provider.url, body["id_token"])["claims"]
+    at_claims = verify_id_token(provider.url, body["access_token"])["claims"]
+    assert id_claims["sid"] and id_claims["sid"] == at_claims["sid"]
+    assert cookie not in (id_claims["sid"], at_claims["sid"]) and cookie not in body["id_token"]
+    thief = provider.flow()
+    thief.http.cookies.set("idp_sso", id_claims["sid"], domain="127.0.0.1", path="/")
+    page = thief.start(client_id, redirect)
+    assert page.status_code == 200 and 'name="national_id"' in page.text
+
+
 def test_public_client_uses_pkce_without_secret(provider):
     client_id, secret, redirect = provider.add_client(public=True)
     assert secret is None

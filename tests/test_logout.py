@@ -250,6 +250,21 @@ def test_bad_hints_never_redirect_and_ask_first(provider):
     assert signed_in(browser, client_id, redirect)
 
 
+def test_a_cross_site_post_without_the_cookie_ends_the_hinted_session(provider):
+    """An RP may POST the logout request; the SameSite=Lax cookie is then not sent, so the
+    valid hint alone names the session to end."""
+    bye = "http://127.0.0.1:9/bye"
+    client_id, secret, redirect = provider.add_client(post_logout_redirect_uris=[bye])
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+    id_token = login_for_id_token(provider, browser, client_id, secret, redirect, national_id, mobile)
+    response = requests.post(f"{provider.url}/logout", data={"id_token_hint": id_token, "state": "p",
+                                                             "post_logout_redirect_uri": bye},
+                             allow_redirects=False, timeout=10)
+    assert response.status_code == 303 and response.headers["Location"] == bye + "?state=p"
+    assert not signed_in(browser, client_id, redirect)
+
+
 def test_without_hint_the_person_confirms(provider):
     bye = "http://127.0.0.1:9/bye"
     client_id, secret, redirect = provider.add_client(post_logout_redirect_uris=[bye])
@@ -424,6 +439,7 @@ def test_sessions_revoke_logs_a_citizen_out_everywhere(provider, receiver):
     bystander = provider.flow()
     bystander.login(client_id, redirect, bystander_id, bystander_mobile)
 
+    logout.start_worker(provider.app)  # the serving process's delivery thread (idempotent)
     out = idp(provider, "sessions", "revoke", "--national-id", national_id, "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

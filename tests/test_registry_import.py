@@ -254,6 +254,8 @@ def test_one_import_at_a_time_on_postgres(provider, tmp_path):
         other.execute("SELECT pg_advisory_lock(hashtext('idp.citizens.import'))")
         with pytest.raises(InvalidCitizen, match="another citizens import is running"):
             do_import(provider, f)
+        # Unlock explicitly: a closed connection's backend lets go of its locks only when it exits.
+        other.execute("SELECT pg_advisory_unlock(hashtext('idp.citizens.import'))")
     assert do_import(provider, f).inserted == 1
 
 

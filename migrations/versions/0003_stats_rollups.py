@@ -1,4 +1,4 @@
-"""Statistics: daily and monthly rollups, the registry's birth-date snapshot, citizens indexes.
+"""Statistics: daily and monthly rollups, the registry's birth-date snapshot, new adults' index.
 
 Revision ID: 0003
 Revises: 0002
@@ -58,7 +58,6 @@ def upgrade():
         sa.Column("birth_date", sa.Date(), primary_key=True),
         sa.Column("citizens", sa.BigInteger(), nullable=False),
     )
-    op.create_index("ix_citizens_birth_date", "citizens", ["birth_date"])
     op.create_index("ix_citizens_first_adult_at", "citizens", ["first_adult_authenticated_at"],
                     postgresql_where=sa.text("first_adult_authenticated_at IS NOT NULL"),
                     sqlite_where=sa.text("first_adult_authenticated_at IS NOT NULL"))
@@ -66,7 +65,6 @@ def upgrade():
 
 def downgrade():
     op.drop_index("ix_citizens_first_adult_at", table_name="citizens")
-    op.drop_index("ix_citizens_birth_date", table_name="citizens")
     for table in ("stat_birth_dates", "stat_month_citizens", "stat_month_clients", "stat_months",
                   "stat_day_clients", "stat_days"):
         op.drop_table(table)

@@ -121,9 +121,6 @@ def test_every_advertised_client_auth_method_works(interop_provider, discovery, 
     assert looked.json() == {"active": False}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "provider refuses client assertions that expire more than 300 s ahead (idp/client_auth.py MAX_LIFETIME); "
-    "Authlib's PrivateKeyJWT always signs exp = iat + 3600 and offers no option to shorten it"))
 def test_authlib_default_private_key_jwt(interop_provider, discovery, new_browser):
     """Authlib's stock PrivateKeyJWT, as its documentation shows it, at the token endpoint."""
     key, jwks = key_pair("RS256")
@@ -135,10 +132,6 @@ def test_authlib_default_private_key_jwt(interop_provider, discovery, new_browse
     assert token["id_token"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "provider accepts only the token endpoint or the issuer as a client assertion's aud "
-    "(idp/client_auth.py PrivateKeyJWT.get_audiences); Authlib's PrivateKeyJWT without a pinned "
-    "token_endpoint uses the URL it posts to (the revocation / introspection endpoint)"))
 def test_private_key_jwt_audience_of_the_endpoint_called(interop_provider, discovery, new_browser):
     key, jwks = key_pair("ES256")
     client_id, _, redirect = interop_provider.add_client(auth_method="private_key_jwt", jwks=jwks)

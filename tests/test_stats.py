@@ -1,0 +1,485 @@
+"""The national figures (issue 5) on SQLite and PostgreSQL with real Redis: parallel first
+logins counted once everywhere, a minor counted on their first adult login in the daily
+figures, a flushed store losing no durable figure, days that follow the configured time zone,
+rollups that are idempotent under concurrency, and the report's Jalali, CSV and chart output.
+
+test_counting.py proves the unique-adult counter itself; these extend it to every figure that
+is derived from the same logins.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from idp.models import AuthEvent, StatDay, StatDayClient
+
+PROCESSES = 4
+LOGINS_EACH = 3
+CITIZENS = 3
+UTC = dt.timezone.utc
+
+
+def cli_env(provider) -> dict:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
+        for key, value in keys.items():
+            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def cli(provider, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=cli_env(provider), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def stats_json(provider, *args: str) -> dict:
+    out = cli(provider, "stats", *args, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def new_client() -> str:
+    return f"agency-{uuid.uuid4().hex[:10]}"
+
+
+def login_at(provider, national_id: str, client_id: str, at: dt.datetime | None = None) -> bool:
+    from idp.citizens import find_by_national_id, record_authentication
+
+    with provider.app.app_context():
+        return record_authentication(find_by_national_id(national_id), client_id, "sms", at=at)
+
+
+def past_day(days_ago: int) -> dt.date:
+    with_app_today = dt.datetime.now(UTC).astimezone(dt.timezone(dt.timedelta(hours=3, minutes=30))).date()
+    return with_app_today - dt.timedelta(days=days_ago)
+
+
+def noon_utc(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(8, 0), tzinfo=UTC)  # 11:30 in Tehran, the same day
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_provider(request, tmp_path, redis_url):
+    """A provider with a database and store of its own (today's live counters begin with it)."""
+    import psycopg
+
+    from .conftest import GENEROUS_IP_LIMITS, PG_ADMIN_URL, need, start_provider
+
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    else:
+        name = f"idp_test_stats_{uuid.uuid4().hex[:10]}"
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.Error as exc:
+            need("PostgreSQL", str(exc).strip())
+        url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    live = start_provider(tmp_path, url, redis_url, limits=GENEROUS_IP_LIMITS)
+    yield live
+    live.stop()
+    flush_store(live)
+    with live.app.app_context():
+        from idp.extensions import db
+
+        db.engine.dispose()
+    if name:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_store(provider) -> None:
+    """What a Redis FLUSHALL does to this provider (other test sessions' keys are left alone)."""
+    from idp.extensions import store
+
+    with provider.app.app_context():
+        keys = list(store.redis.scan_iter(match=store.prefix + "*", count=1000))
+        if keys:
+            store.redis.delete(*keys)
+
+
+# ---- many parallel first logins, across processes -------------------------------------------------
+
+def _login_everyone(settings_values: dict, national_ids: list[str], client_id: str, barrier, results) -> None:
+    """In a separate process: every citizen logs in LOGINS_EACH times, all processes at once."""
+    import random
+
+    from idp import create_app
+    from idp.citizens import find_by_national_id, record_authentication
+    from idp.config import load_settings
+
+    app = create_app(load_settings(None, env={}, overrides=settings_values))
+    with app.app_context():
+        people = [find_by_national_id(n) for n in national_ids]
+        order = [p for p in people for _ in range(LOGINS_EACH)]
+        random.shuffle(order)
+        barrier.wait(timeout=60)
+        results.put(sum(record_authentication(p, client_id, "sms") for p in order))
+
+
+def test_parallel_first_logins_count_once_in_every_figure(fresh_provider):
+    from idp import stats
+    from idp.citizens import unique_adults
+
+    provider = fresh_provider
+    client = new_client()
+    national_ids = [provider.add_citizen(birth_date="1975-03-03")[0] for _ in range(CITIZENS)]
+    with provider.app.app_context():
+        before = unique_adults()
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    values = provider.settings.as_dict(reveal_secrets=True)
+    procs = [ctx.Process(target=_login_everyone, args=(values, national_ids, client, barrier, results))
+             for _ in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    assert sum(results.get(timeout=5) for _ in procs) == CITIZENS, "each citizen is a new adult exactly once"
+
+    logins = PROCESSES * LOGINS_EACH * CITIZENS
+    with provider.app.app_context():
+        assert unique_adults() == before + CITIZENS
+        live = stats.live_figures()
+        assert live.source == "live"
+        assert live.client(client) == {"logins": logins, "unique_citizens": CITIZENS, "new_adults": CITIZENS}
+        exact = stats.raw_figures(*stats.day_bounds(stats.today()))
+        assert exact.client(client) == {"logins": logins, "unique_citizens": CITIZENS, "new_adults": CITIZENS}
+        month_before = stats.month_uniques(stats.GREGORIAN, stats.month_start(stats.today(), stats.GREGORIAN))
+        assert stats.month_uniques(stats.GREGORIAN, stats.month_start(stats.today(), stats.GREGORIAN),
+                                   client) == (CITIZENS, "auth_events")
+    flush_store(provider)
+    with provider.app.app_context():
+        after = stats.live_figures()
+        assert after.source == "auth_events"
+        assert after.client(client) == {"logins": logins, "unique_citizens": CITIZENS, "new_adults": CITIZENS}
+        assert stats.month_uniques(stats.GREGORIAN, stats.month_start(stats.today(), stats.GREGORIAN)) == month_before
+        assert unique_adults() == before + CITIZENS
+
+
+# ---- a minor becomes an adult ---------------------------------------------------------------------
+
+def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
+    from idp import stats
+
+    birthday = past_day(40)
+    if (birthday.month, birthday.day) == (2, 29):
+        birthday -= dt.timedelta(days=1)
+    client = new_client()
+    national_id, _ = provider.add_citizen(birth_date=birthday.replace(year=birthday.year - 18).isoformat())
+    eve = birthday - dt.timedelta(days=1)
+    assert login_at(provider, national_id, client, noon_utc(eve)) is False  # 17 years old
+    # 21:00 UTC on the eve is 00:30 on the birthday in Tehran: 18 years old, a new adult.
+    assert login_at(provider, national_id, client, dt.datetime.combine(eve, dt.time(21, 0), tzinfo=UTC)) is True
+    assert login_at(provider, national_id, client, noon_utc(birthday)) is False
+    out = cli(provider, "stats", "rollup", "--day", eve.isoformat())
+    assert out.returncode == 0, out.stderr
+    assert cli(provider, "stats", "rollup", "--day", birthday.isoformat()).returncode == 0
+    with provider.app.app_context():
+        from idp.extensions import db
+
+        rows = {d: (n, u, a) for d, n, u, a in db.session.execute(
+            select(StatDayClient.day, StatDayClient.logins, StatDayClient.unique_citizens, StatDayClient.new_adults)
+            .where(StatDayClient.client_id == client))}
+        assert rows == {eve: (1, 1, 0), birthday: (2, 1, 1)}
+        series = stats.daily_series(eve, birthday)
+        assert series[birthday].source == "rollup" and series[birthday].new_adults >= 1
+    report = stats_json(provider, "--from", eve.isoformat(), "--to", birthday.isoformat(), "--agency", client)
+    assert [(r["period"], r["logins"], r["new_adults"]) for r in report["rows"]] == [
+        (eve.isoformat(), 1, 0), (birthday.isoformat(), 2, 1)]
+    # the cumulative curve is the exact total counted back: it grows by the day's new adults
+    assert report["rows"][1]["cumulative_unique_adults"] - report["rows"][0]["cumulative_unique_adults"] >= 1
+
+
+# ---- the store flushed in the middle of the day -----------------------------------------------------
+
+def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monkeypatch):
+    from idp import stats
+    from idp.citizens import unique_adults
+
+    provider = fresh_provider
+    client = new_client()
+    people = [provider.add_citizen(birth_date="1981-01-01")[0] for _ in range(3)]
+    for nid in people:
+        login_at(provider, nid, client)
+    login_at(provider, people[0], client)
+    with provider.app.app_context():
+        live = stats.live_figures()
+        assert live.source == "live" and live.client(client)["logins"] == 4
+        adults = unique_adults()
+    report_before = stats_json(provider, "--agency", client)
+    assert report_before["today"]["source"] == "live" and report_before["today"]["unique_citizens"] == 3
+
+    time.sleep(stats.LIVE_GRACE + 0.5)  # the store's own notion of "since" allows a few seconds of slack
+    flush_store(provider)  # Redis restarted without persistence, or FLUSHALL
+    late = provider.add_citizen(birth_date="1990-02-02")[0]
+    login_at(provider, late, client)
+    with provider.app.app_context():
+        figures = stats.live_figures()
+        assert figures.source == "auth_events", "the live counters began after the day's first logins"
+        assert figures.client(client) == {"logins": 5, "unique_citizens": 4, "new_adults": 4}
+        assert unique_adults() == adults + 1
+    report = stats_json(provider, "--agency", client)
+    assert report["today"]["source"] == "auth_events" and report["today"]["approximate"] is False
+    assert (report["today"]["logins"], report["today"]["unique_citizens"]) == (5, 4)
+    assert report["unique_adults"] == report_before["unique_adults"] + 1
+
+    # Redis unreachable: the figures still answer, from auth_events.
+    with provider.app.app_context():
+        from idp.extensions import store
+
+        def down(*_a, **_k):
+            raise ConnectionError("store down")
+
+        monkeypatch.setattr(store._get_current_object(), "live_day", down)
+        assert stats.live_figures().client(client)["unique_citizens"] == 4
+
+
+# ---- days follow the configured time zone -----------------------------------------------------------
+
+def test_days_begin_at_local_midnight_in_the_configured_time_zone(provider):
+    from idp import stats
+
+    day = past_day(20)
+    client = new_client()
+    a, b = provider.add_citizen()[0], provider.add_citizen()[0]
+    login_at(provider, a, client, dt.datetime.combine(day, dt.time(20, 29), tzinfo=UTC))  # 23:59 in Tehran
+    login_at(provider, b, client, dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC))   # 00:30 the next day
+    with provider.app.app_context():
+        assert stats.day_bounds(day)[1] == dt.datetime.combine(day, dt.time(20, 30), tzinfo=UTC)
+        assert stats.raw_figures(*stats.day_bounds(day)).client(client)["logins"] == 1
+        nxt = day + dt.timedelta(days=1)
+        assert stats.raw_figures(*stats.day_bounds(nxt)).client(client)["logins"] == 1
+        stats.rollup_day(day)
+        stats.rollup_day(nxt)
+        from idp.extensions import db
+
+        got = dict(db.session.execute(select(StatDayClient.day, StatDayClient.logins)
+                                      .where(StatDayClient.client_id == client)).all())
+        assert got == {day: 1, nxt: 1}
+
+
+def test_days_in_utc_when_so_configured(make_provider):
+    from idp import stats
+
+    live = make_provider(stats={"timezone": "UTC"})
+    day = past_day(10)
+    client = new_client()
+    nid = live.add_citizen()[0]
+    login_at(live, nid, client, dt.datetime.combine(day, dt.time(20, 29), tzinfo=UTC))
+    login_at(live, nid, client, dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC))
+    with live.app.app_context():
+        assert stats.raw_figures(*stats.day_bounds(day)).client(client) == {
+            "logins": 2, "unique_citizens": 1, "new_adults": 1}
+
+
+# ---- rollups: idempotent, and right when nodes run them at once ------------------------------------------
+
+def test_rollup_is_idempotent_and_safe_to_run_at_once(provider):
+    from idp import stats
+    from idp.extensions import db
+
+    day = past_day(1)
+    clients = [new_client() for _ in range(3)]
+    people = [provider.add_citizen(birth_date="1970-07-07")[0] for _ in range(6)]
+    for i, nid in enumerate(people):
+        for j in range(i % 3 + 1):
+            login_at(provider, nid, clients[j], noon_utc(day) + dt.timedelta(minutes=i))
+    procs = [subprocess.Popen([sys.executable, "-m", "idp.cli", "stats", "rollup", "--day", day.isoformat(),
+                               "--json"], env=cli_env(provider), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+
+    def stored():
+        with provider.app.app_context():
+            days = db.session.execute(select(StatDay.day, StatDay.logins, StatDay.unique_citizens,
+                                             StatDay.new_adults).order_by(StatDay.day)).all()
+            per_client = db.session.execute(select(StatDayClient.client_id, StatDayClient.logins,
+                                                   StatDayClient.unique_citizens, StatDayClient.new_adults)
+                                            .where(StatDayClient.day == day).order_by(StatDayClient.client_id)).all()
+            month = stats.month_uniques(stats.GREGORIAN, stats.month_start(day, stats.GREGORIAN))[0]
+            jmonth = stats.month_uniques(stats.JALALI, stats.month_start(day, stats.JALALI))[0]
+            return days, per_client, month, jmonth
+
+    first = stored()
+    with provider.app.app_context():
+        exact = stats.raw_figures(*stats.day_bounds(day))
+        for cal in (stats.GREGORIAN, stats.JALALI):
+            m = stats.month_start(day, cal)
+            end = min(stats.next_month(m, cal) - dt.timedelta(days=1), stats.today())
+            truth = db.session.execute(select(func.count(AuthEvent.citizen_id.distinct())).where(
+                AuthEvent.occurred_at >= stats.day_bounds(m)[0],
+                AuthEvent.occurred_at < stats.day_bounds(end)[1])).scalar_one()
+            assert stats.month_uniques(cal, m)[0] == truth, cal
+    row = next(r for r in first[0] if r[0] == day)
+    assert row[1:] == (exact.logins, exact.unique_citizens, exact.new_adults)
+    assert [r[0] for r in first[1] if r[0] in clients] == sorted(clients)
+    assert {r[0]: r[1:] for r in first[1] if r[0] in clients} == {
+        clients[0]: (6, 6, 6), clients[1]: (4, 4, 0), clients[2]: (2, 2, 0)}
+    for _ in range(2):
+        assert cli(provider, "stats", "rollup", "--day", day.isoformat()).returncode == 0
+    assert stored() == first
+    # a day that is not over cannot be rolled up
+    out = cli(provider, "stats", "rollup", "--day", past_day(0).isoformat())
+    assert out.returncode == 1 and "not over" in out.stderr
+
+
+# ---- the report: Jalali, CSV, the chart -------------------------------------------------------------------
+
+def test_report_in_the_jalali_calendar(provider):
+    import jdatetime
+
+    day = past_day(3)
+    client = new_client()
+    login_at(provider, provider.add_citizen()[0], client, noon_utc(day))
+    j = jdatetime.date.fromgregorian(date=day)
+    report = stats_json(provider, "--calendar", "jalali", "--from", f"{j.year}-{j.month:02d}-{j.day:02d}",
+                        "--to", day.isoformat(), "--agency", client)
+    first = report["rows"][0]
+    assert first["period"] == day.isoformat() and first["label"] == f"{j.year:04d}-{j.month:02d}-{j.day:02d}"
+    assert jdatetime.date.j_months_fa[j.month - 1] in first["label_fa"] and first["logins"] == 1
+    assert report["this_month"]["label"].split()[0] in jdatetime.date.j_months_en
+    monthly = stats_json(provider, "--calendar", "jalali", "--by", "month", "--from", day.isoformat(),
+                         "--agency", client)
+    assert monthly["rows"][0]["period"] == f"{j.year:04d}-{j.month:02d}"
+    assert monthly["rows"][0]["label"] == f"{jdatetime.date.j_months_en[j.month - 1]} {j.year}"
+    assert monthly["rows"][0]["logins"] >= 1 and monthly["rows"][0]["unique_citizens"] >= 1
+    text = cli(provider, "stats", "--calendar", "jalali", "--by", "month")
+    assert text.returncode == 0 and jdatetime.date.j_months_en[j.month - 1] in text.stdout
+    assert "unique adults who have authenticated" in text.stdout and "coverage" in text.stdout
+    for key in ("unique_adults", "adult_population", "coverage_percent"):
+        assert key in report
+
+
+def test_report_as_csv(provider):
+    day = past_day(4)
+    client = new_client()
+    people = [provider.add_citizen()[0] for _ in range(2)]
+    for nid in people + people[:1]:
+        login_at(provider, nid, client, noon_utc(day))
+    out = cli(provider, "stats", "--csv", "--from", day.isoformat(), "--to", (day + dt.timedelta(days=1)).isoformat())
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0]) == ["period", "label", "label_fa", "agency", "logins", "unique_citizens", "new_adults",
+                             "cumulative_unique_adults", "source"]
+    mine = [r for r in rows if r["agency"] == client]
+    assert [(r["period"], r["logins"], r["unique_citizens"]) for r in mine] == [(day.isoformat(), "3", "2")]
+    overall = [r for r in rows if r["agency"] == ""]
+    assert [r["period"] for r in overall] == [day.isoformat(), (day + dt.timedelta(days=1)).isoformat()]
+    assert int(overall[0]["logins"]) >= 3 and overall[0]["cumulative_unique_adults"].isdigit()
+
+
+@pytest.mark.parametrize("suffix", ["png", "svg"])
+def test_plot_file_is_drawn(provider, tmp_path, suffix):
+    login_at(provider, provider.add_citizen()[0], new_client())
+    path = tmp_path / f"figures.{suffix}"
+    out = cli(provider, "stats", "--plot", str(path), "--calendar", "jalali")
+    assert out.returncode == 0, out.stderr
+    data = path.read_bytes()
+    assert len(data) > 5000
+    assert data.startswith(b"\x89PNG") if suffix == "png" else b"<svg" in data[:2000]
+    bad = cli(provider, "stats", "--plot", str(tmp_path / "figures.gif"))
+    assert bad.returncode == 1 and ".png or .svg" in bad.stderr
+
+
+# ---- the adult population ---------------------------------------------------------------------------------
+
+def test_adult_population_from_the_snapshot_plus_later_registrations(provider):
+    from idp import stats
+    from idp.extensions import db
+    from idp.models import Citizen
+
+    with provider.app.app_context():
+        cutoff = stats.adult_cutoff(stats.today(), 18)
+        live = db.session.execute(select(func.count()).select_from(Citizen)
+                                  .where(Citizen.birth_date <= cutoff)).scalar_one()
+        stats.refresh_population_snapshot()
+        assert stats.population_info()["adult_population"] == live
+    provider.add_citizen(birth_date="1960-01-01")
+    provider.add_citizen(birth_date=stats_today_minus_years(5))
+    with provider.app.app_context():
+        info = stats.population_info()
+        assert info["adult_population"] == live + 1 and info["source"].startswith("registry snapshot")
+    with provider.app.app_context():
+        total = stats.totals()
+        assert total["adult_population"] == live + 1
+        assert total["coverage_percent"] == round(100.0 * total["unique_adults"] / (live + 1), 4)
+
+
+def stats_today_minus_years(years: int) -> str:
+    today = past_day(0)
+    return today.replace(year=today.year - years, day=min(today.day, 28)).isoformat()
+
+
+# ---- retention: raw events of final days ------------------------------------------------------------------
+
+def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
+    from idp import stats
+    from idp.extensions import db
+
+    old = past_day(100)
+    client = new_client()
+    people = [provider.add_citizen()[0] for _ in range(3)]
+    for nid in people:
+        login_at(provider, nid, client, noon_utc(old))
+    # every node's cron at once: each closed day rolled up once, exactly, months closed once
+    procs = [subprocess.Popen([sys.executable, "-m", "idp.cli", "stats", "rollup", "--json"], env=cli_env(provider),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    runs = [json.loads(o[0]) for o in outs]
+    done = [d["day"] for r in runs for d in r["days"] if "skipped" not in d]
+    assert len(done) == len(set(done)), "a day rolled up by one node is skipped by the other"
+    assert len([m for r in runs for m in r["months"]]) == len({(m["calendar"], m["month"]) for r in runs
+                                                                for m in r["months"]})
+    with provider.app.app_context():
+        from idp.models import StatMonth
+
+        for d, logins, uniques, new in db.session.execute(select(StatDay.day, StatDay.logins, StatDay.unique_citizens,
+                                                                 StatDay.new_adults)):
+            exact = stats.raw_figures(*stats.day_bounds(d))
+            assert (logins, uniques, new) == (exact.logins, exact.unique_citizens, exact.new_adults), d
+        closed = db.session.execute(select(StatMonth.calendar, StatMonth.month, StatMonth.unique_citizens)
+                                    .where(StatMonth.closed_at.isnot(None))).all()
+        assert closed, "the months before this one are over and closed"
+        for cal, m, uniques in closed:
+            start = stats.day_bounds(m)[0]
+            end = stats.day_bounds(stats.next_month(m, cal) - dt.timedelta(days=1))[1]
+            truth = db.session.execute(select(func.count(AuthEvent.citizen_id.distinct())).where(
+                AuthEvent.occurred_at >= start, AuthEvent.occurred_at < end)).scalar_one()
+            assert uniques == truth, (cal, m)
+    before = stats_json(provider, "--from", old.isoformat(), "--to", old.isoformat(), "--agency", client)["rows"]
+    assert before[0]["logins"] == 3
+    out = cli(provider, "stats", "prune", "--before", (old + dt.timedelta(days=1)).isoformat(), "--batch", "100",
+              "--json")
+    assert out.returncode == 0, out.stderr
+    pruned = json.loads(out.stdout)
+    assert pruned["deleted"] >= 3 and pruned["held_back"] is None
+    with provider.app.app_context():
+        left = db.session.execute(select(func.count()).select_from(AuthEvent)
+                                  .where(AuthEvent.occurred_at < stats.day_bounds(old)[1])).scalar_one()
+        assert left == 0
+    after = stats_json(provider, "--from", old.isoformat(), "--to", old.isoformat(), "--agency", client)["rows"]
+    assert after == before
+    # today's month is open: its raw events stay whatever --before says
+    out = cli(provider, "stats", "prune", "--before", past_day(-1).isoformat(), "--json")
+    assert out.returncode == 0, out.stderr
+    held = json.loads(out.stdout)
+    assert held["held_back"] and held["pruned_before"] <= past_day(0).isoformat()
+    with provider.app.app_context():
+        assert db.session.execute(select(func.count()).select_from(AuthEvent)
+                                  .where(AuthEvent.occurred_at >= stats.day_bounds(past_day(0))[0])).scalar_one() > 0
