@@ -819,6 +819,7 @@ def plot(r: dict, path: str) -> None:
     bottom.set_ylabel("unique adults, cumulative")
     bottom.set_ylim(bottom=0)
     bottom.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v):,}"))
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))  # people come in whole numbers
     bottom.grid(alpha=0.3)
     pop = r["adult_population"]
     title = (f"National sign-in: {r['unique_adults']:,} unique adults, {r['coverage_percent']:.2f}% of "
