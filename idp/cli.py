@@ -4,7 +4,6 @@ Every failure ends with one line on standard error and a non-zero exit, never a 
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import secrets

@@ -68,7 +68,6 @@ def run_dev(settings: Settings, with_agencies: bool) -> None:
     """The embedded default: one process, memory:// store unless configured otherwise."""
     from . import create_app
     from .demo import demo_citizens
-    from .national_id import mask_mobile
 
     if settings.store.url == "memory://":
         click.echo("idp dev: one process only (the memory:// store lives inside it).")

@@ -16,7 +16,7 @@ from . import metrics
 from .errors import ChallengeExpired, ChallengeLocked, InteractionGone, SmsFailed, TooManyRequests
 from .extensions import db
 from .i18n import current_lang, t, use_ui_locales
-from .models import Citizen, Client
+from .models import Citizen
 from .national_id import InvalidMobile, InvalidNationalId, mask_mobile, normalize_digits, parse_mobile, \
     parse_national_id
 

@@ -379,20 +379,6 @@ def verify_access_token(token: str, check_revoked: bool = True) -> dict[str, Any
     return claims
 
 
-def verify_id_token_hint(token: str) -> dict[str, Any] | None:
-    """The claims of an ID token this provider issued (an expired one is fine as a hint), or None."""
-    if not isinstance(token, str) or len(token) > 8192:
-        return None
-    try:
-        decoded = jwt.decode(token, keyring.public_key_set(), algorithms=["RS256", "ES256"])
-    except (JoseError, ValueError):
-        return None
-    if decoded.header.get("typ", "JWT").lower() in ("at+jwt", "application/at+jwt", "logout+jwt"):
-        return None
-    claims = decoded.claims
-    return claims if claims.get("iss") == settings.server.issuer and claims.get("sub") else None
-
-
 # ---- RFC 9207 ----------------------------------------------------------------------------------
 
 class Issuer(IssuerParameter):

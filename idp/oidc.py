@@ -28,7 +28,7 @@ from .i18n import use_ui_locales
 from .keys import JWKS_CACHE_SECONDS
 from .models import Citizen
 from .oauth import ACR, BearerTokenError, Principal, claims_for, client_and_citizen, discovery_document, \
-    issuer_parameter, open_ref, server, subject_for, verify_access_token, verify_id_token_hint
+    issuer_parameter, open_ref, server, subject_for, verify_access_token
 
 bp = Blueprint("oidc", __name__)
 
@@ -143,10 +143,12 @@ def _needs_login(principal: Principal | None, http_request: Request, client, pro
         return True  # only an authenticator-app login satisfies this request
     hint = http_request.values.get("id_token_hint")
     if hint:
-        claims = verify_id_token_hint(hint)
-        if claims is None:
+        from .logout import verify_hint  # the one check of our ID tokens used as hints
+
+        verified = verify_hint(hint)
+        if verified is None:
             raise InvalidRequestError("Invalid 'id_token_hint'", redirect_uri=redirect_uri)
-        if claims.get("sub") != subject_for(principal.citizen, client):
+        if verified.claims.get("sub") != subject_for(principal.citizen, client):
             return True  # the agency expects someone else
     return False
 

@@ -156,3 +156,15 @@ def wait_until(predicate, timeout: float = 5.0):
             return True
         time.sleep(0.05)
     return False
+
+
+def cli_env(provider) -> dict:
+    """An operator's environment for `idp` commands against a test provider: every setting as
+    an IDP_<SECTION>_<KEY> variable."""
+    import os
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
+        for key, value in keys.items():
+            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -6,15 +6,7 @@ import json
 import subprocess
 import sys
 
-from .helpers import wait_until
-
-
-def _cli_env(provider) -> dict:
-    env = {"PATH": "/usr/bin:/bin"}
-    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
-        for key, value in keys.items():
-            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
+from .helpers import wait_until, cli_env
 
 
 def test_a_login_leaves_a_trail_without_identifiers(provider):
@@ -30,7 +22,7 @@ def test_a_login_leaves_a_trail_without_identifiers(provider):
 
     def events():
         out = subprocess.run([sys.executable, "-m", "idp.cli", "audit", "tail", "-n", "50", "--json"],
-                             env=_cli_env(provider), capture_output=True, text=True, timeout=60)
+                             env=cli_env(provider), capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 

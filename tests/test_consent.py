@@ -13,21 +13,13 @@ import requests
 
 from idp.national_id import make_national_id
 
-from .helpers import form_fields, redirect_params
+from .helpers import form_fields, redirect_params, cli_env
 
 APPROVE = 'name="decision" value="approve"'
 
 
-def _cli_env(provider) -> dict:
-    env = {"PATH": "/usr/bin:/bin"}
-    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
-        for key, value in keys.items():
-            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
-
-
 def _cli(provider, *args):
-    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=_cli_env(provider),
+    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=cli_env(provider),
                           capture_output=True, text=True, timeout=60)
 
 

@@ -84,10 +84,9 @@ def test_stats_command_reports_the_total(provider, tmp_path):
     import subprocess
     import sys
 
-    env = {"PATH": "/usr/bin:/bin"}
-    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
-        for key, value in keys.items():
-            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    from .helpers import cli_env
+
+    env = cli_env(provider)
     out = subprocess.run([sys.executable, "-m", "idp.cli", "stats", "--json"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr

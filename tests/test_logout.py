@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from idp import logout
 
-from .helpers import redirect_params, verify_id_token, wait_until
+from .helpers import redirect_params, verify_id_token, wait_until, cli_env
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,14 +139,6 @@ def deliveries(provider, **where) -> list:
         rows = db.session.execute(db.select(LogoutDelivery).filter_by(**where).order_by(LogoutDelivery.id)).scalars()
         return [{c: getattr(r, c) for c in ("id", "client_id", "sub", "sid", "attempts", "next_attempt_at",
                                              "delivered_at", "given_up_at", "last_error")} for r in rows]
-
-
-def cli_env(provider) -> dict:
-    s = provider.settings
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "IDP_SERVER_ISSUER": s.server.issuer, "IDP_SERVER_SECRET_KEY": s.server.secret_key,
-            "IDP_DATABASE_URL": s.database.url, "IDP_STORE_URL": s.store.url, "IDP_STORE_PREFIX": s.store.prefix,
-            "IDP_KEYS_DIR": s.keys.dir, "IDP_SMS_BACKEND": "file", "IDP_SMS_OUTBOX": s.sms.outbox}
 
 
 def idp(provider, *args: str) -> subprocess.CompletedProcess:

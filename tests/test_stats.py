@@ -13,7 +13,6 @@ import datetime as dt
 import io
 import json
 import multiprocessing as mp
-import os
 import subprocess
 import sys
 import time
@@ -23,19 +22,12 @@ import pytest
 from sqlalchemy import func, select
 
 from idp.models import AuthEvent, StatDay, StatDayClient
+from .helpers import cli_env
 
 PROCESSES = 4
 LOGINS_EACH = 3
 CITIZENS = 3
 UTC = dt.timezone.utc
-
-
-def cli_env(provider) -> dict:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    for section, keys in provider.settings.as_dict(reveal_secrets=True).items():
-        for key, value in keys.items():
-            env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
 
 
 def cli(provider, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
