@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
+
 from .config import is_loopback
 from .extensions import db
 from .models import SECRET_METHODS, Client, hash_client_secret, utcnow
+
+log = logging.getLogger(__name__)
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SUBJECT_TYPES = ("pairwise", "public")
@@ -22,6 +27,23 @@ class InvalidClientMetadata(ValueError):
 
 class ClientNotFound(InvalidClientMetadata):
     """No client has this client_id."""
+
+
+def _announce_change() -> None:
+    """Renew the clients version so that every node reads the changed client again at once."""
+    from .oauth import clients_changed
+    from .store import StoreUnavailable
+
+    from .extensions import settings
+
+    if settings.store.url == "memory://" and not settings.database.url.startswith("sqlite"):
+        log.warning("this process has no shared store (store.url = memory://): providers that use "
+                    "Redis see this client change within %d seconds", 300)
+    try:
+        clients_changed()
+    except (redis.RedisError, StoreUnavailable) as exc:
+        log.warning("the store is unreachable (%s): running providers see this client change "
+                    "within %d seconds", exc, 300)
 
 
 def validate_redirect_uri(uri: str, field: str = "redirect_uri") -> str:
@@ -158,6 +180,7 @@ def register_client(name: str, redirect_uris: list[str], *, name_fa: str | None 
     )
     db.session.add(client)
     db.session.commit()
+    _announce_change()
     return client, secret
 
 
@@ -169,6 +192,7 @@ def rotate_secret(client: Client) -> str:
     secret = secrets.token_urlsafe(32)
     client.client_secret_hash = hash_client_secret(secret)
     db.session.commit()
+    _announce_change()
     return secret
 
 
@@ -192,6 +216,7 @@ def set_enabled(client: Client, enabled: bool) -> bool:
         return False
     client.disabled_at = None if enabled else utcnow()
     db.session.commit()
+    _announce_change()
     return True
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from sqlalchemy import inspect, update
+from sqlalchemy import insert, inspect, update
 
 from .extensions import db, settings, store
 from .models import AuthEvent, Citizen, StatCounter, utcnow
@@ -44,11 +44,13 @@ def is_adult(citizen: Citizen, on: dt.date) -> bool:
 
 
 def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bool = False,
-                          at: dt.datetime | None = None) -> bool:
+                          at: dt.datetime | None = None, counted: bool = False) -> bool:
     """Record one successful authentication, durably; returns True if it made a new unique adult.
 
     One transaction: the auth event, the citizen's timestamps, and (for a first authentication
     as an adult) the unique-adult counter. Then the live daily counters in the store.
+    ``citizen`` may be a row of this session or a detached copy (id, subject_key, birth_date)
+    made from the SSO session; ``counted`` says the citizen was already known to be counted.
     """
     at = at or utcnow()
     day = local_date(at)
@@ -61,18 +63,18 @@ def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bo
                                    first_authenticated_at=db.func.coalesce(Citizen.first_authenticated_at, at)))
         # Once set, first_adult_authenticated_at never changes: when the row this request loaded
         # already has it, the conditional UPDATE below cannot match (one round trip saved).
-        counted = "first_adult_authenticated_at" not in inspect(citizen).unloaded and \
-            citizen.first_adult_authenticated_at is not None
+        counted = counted or ("first_adult_authenticated_at" not in inspect(citizen).unloaded
+                               and citizen.first_adult_authenticated_at is not None)
         if adult and not counted:
             result = db.session.execute(update(Citizen)
                                         .where(Citizen.id == cid, Citizen.first_adult_authenticated_at.is_(None))
                                         .values(first_adult_authenticated_at=at))
             new_adult = result.rowcount == 1
-        db.session.add(AuthEvent(occurred_at=at, citizen_id=cid, client_id=client_id, method=method,
-                                 sso=sso, adult=adult))
+        db.session.execute(insert(AuthEvent).values(occurred_at=at, citizen_id=cid, client_id=client_id,
+                                                    method=method, sso=sso, adult=adult))
         if new_adult:
             # The counter's row is the one every first login shares: its lock is held from this
-            # UPDATE to the end of the commit, so the other writes go first (flush) and it comes last.
+            # UPDATE to the end of the commit, so the other writes go first and it comes last.
             db.session.flush()
             db.session.execute(update(StatCounter).where(StatCounter.name == UNIQUE_ADULTS)
                                .values(value=StatCounter.value + 1))
@@ -80,7 +82,8 @@ def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bo
     except Exception:
         db.session.rollback()
         raise
-    db.session.expire(citizen)
+    if citizen in db.session:
+        db.session.expire(citizen)
     store.count_daily_user(day.isoformat(), client_id, str(cid), ttl=3 * 86400)
     return new_adult
 

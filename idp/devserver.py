@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib.util
 import os
 import subprocess
@@ -130,6 +131,11 @@ def run_production(settings: Settings) -> None:
         def load(self):
             app = create_app(settings)
             _warm_templates(app)
+            # What the master built stays put: the collector no longer walks (and so no longer
+            # writes to) those objects, so forked workers keep sharing their pages and each
+            # collection in a worker has less to scan.
+            gc.collect()
+            gc.freeze()
             return app
 
     def post_worker_init(worker):

@@ -195,7 +195,7 @@ def code_submit():
     ratelimit.record_right_code(pair_fp)
     citizen = db.session.get(Citizen, citizen_id)
     response = make_response(redirect(url_for("oidc.resume", r=rid), code=303))
-    session = sessions.create_session(citizen.id, method, response)
+    session = sessions.create_session(citizen, method, response)
     interaction.update({"sid": session["sid"], "challenge": None, "fresh": True})
     if not sessions.update_interaction(rid, interaction):
         raise InteractionGone()

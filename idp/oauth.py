@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import true
 
 from . import audit, citizens, tokens
 from .extensions import db, keyring, settings, store
@@ -52,6 +51,7 @@ class Principal:
     method: str
     sid: str
     token_jti: str | None = None
+    adult_counted: bool = False
 
     def get_user_id(self) -> str:
         """Authlib's hook; the `sub` an agency sees is set per client in the token claims."""
@@ -119,8 +119,9 @@ def subject_for(citizen: Citizen, client: Client) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def claims_for(citizen: Citizen, client: Client, scope: str) -> dict[str, Any]:
-    """The claims released to a client for a scope (OIDC Core §5.4)."""
+def claims_for(citizen: Any, client: Client, scope: str) -> dict[str, Any]:
+    """The claims released to a client for a scope (OIDC Core §5.4); ``citizen`` is a Citizen or
+    a row of CLAIM_COLUMNS."""
     scopes = set(scope.split())
     info: dict[str, Any] = {"sub": subject_for(citizen, client)}
     if "profile" in scopes:
@@ -229,6 +230,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "code_challenge": data.get("code_challenge"),
             "code_challenge_method": data.get("code_challenge_method"),
             "citizen_id": principal.citizen.id,
+            "sk": principal.citizen.subject_key,
             "auth_time": principal.auth_time,
             "method": principal.method,
             "sid": principal.sid,
@@ -263,20 +265,21 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def authenticate_user(self, authorization_code: StoredCode) -> Principal | None:
         """The citizen of the code, with the login facts the tokens will carry."""
         d = authorization_code.data
-        citizen = _read_only_citizen(d["citizen_id"])
+        # The tokens of a code need the citizen's id and subject key only (the ID token carries
+        # no profile claims), and the code carries both: citizens are never deleted.
+        citizen = Citizen(id=d["citizen_id"], subject_key=d["sk"]) if d.get("sk") else \
+            _read_only_citizen(d["citizen_id"])
         if citizen is None:
             return None
         return Principal(citizen, d["auth_time"], d["method"], d["sid"], token_jti=code_jti(d["code"]))
 
 
 def _read_only_citizen(citizen_id: int) -> Citizen | None:
-    """The citizen a token is issued for, detached from the session: the token endpoint only
-    reads it, and the refresh token's commit would otherwise expire it, so that the ID token
-    read the row again (a SELECT per token response)."""
-    citizen = db.session.get(Citizen, citizen_id)
-    if citizen is not None:
-        db.session.expunge(citizen)
-    return citizen
+    """What tokens need of a citizen (id and subject key), read as one column into an object
+    attached to no session: the ID token carries no profile claims, and a commit in the request
+    cannot expire it."""
+    key = db.session.execute(db.select(Citizen.subject_key).where(Citizen.id == citizen_id)).scalar_one_or_none()
+    return None if key is None else Citizen(id=citizen_id, subject_key=key)
 
 
 # ---- OpenID Connect: the ID token --------------------------------------------------------------
@@ -394,12 +397,35 @@ issuer_parameter = Issuer()
 # ---- the server --------------------------------------------------------------------------------
 
 class ClientCache:
-    """Registered clients, read once per request: an authorization request asks for its client
-    three times and a token request twice, and each ask was a SELECT. The cached object is a copy
-    attached to no database session, so a commit in the request does not expire it (reading an
-    expired row again is another SELECT). Nothing is kept between requests: a client disabled or
-    given a new secret, by any process, is refused from the very next request.
+    """Registered clients, kept by each process between requests and checked on every request
+    against the store's clients version (one GET per request, for all the client lookups the
+    request makes). Every change made through ``idp clients`` / agencies.py renews that version,
+    so a client disabled or given a new secret by any process is refused from the very next
+    request on every node. A copy is also read again after ``MAX_AGE`` seconds, for a row
+    changed in SQL by hand. The in-memory store (``memory://``) is not shared between
+    processes, so there a client is read once per request instead.
+
+    A cached client is a copy attached to no database session, read-only for its users.
     """
+
+    MAX_AGE = 300.0
+    MAX_ENTRIES = 5000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str | None, float, Client]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _version(self) -> tuple[bool, str | None]:
+        """(shared, version): whether the cache may outlive the request, and under what version."""
+        from flask import g, has_request_context
+
+        if store.url == "memory://" or not has_request_context():
+            return False, None
+        if "idp_clients_version" not in g:
+            g.idp_clients_version = store.clients_version()
+        return True, g.idp_clients_version
 
     def get(self, client_id: str) -> Client | None:
         from flask import g, has_request_context
@@ -407,28 +433,46 @@ class ClientCache:
         memo = g.setdefault("idp_clients", {}) if has_request_context() else {}
         if client_id in memo:
             return memo[client_id]
+        shared, version = self._version()
+        entry = self._entries.get(client_id) if shared else None
+        if entry is not None and entry[0] == version and time.monotonic() - entry[1] < self.MAX_AGE:
+            memo[client_id] = entry[2]
+            return entry[2]
         row = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
         copy = None if row is None else Client(**{a.key: getattr(row, a.key) for a in Client.__mapper__.column_attrs})
         memo[client_id] = copy
+        if shared and copy is not None:  # unknown ids are not kept: anyone can make up more of them
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[client_id] = (version, time.monotonic(), copy)
         return copy
+
+
+def clients_changed() -> None:
+    """Tell every process's client cache that a client changed (call after the commit)."""
+    client_cache.clear()
+    store.new_clients_version()
 
 
 client_cache = ClientCache()
 
 
-def client_and_citizen(client_id: Any, citizen_id: int | None) -> tuple[Client | None, Citizen | None]:
-    """An enabled client and a citizen in one query (userinfo needs both): (None, None) when
-    either is unknown, or the client is disabled."""
-    if not isinstance(client_id, str) or len(client_id) > 64 or not isinstance(citizen_id, int):
-        return None, None
-    row = db.session.execute(db.select(Client, Citizen).join_from(Client, Citizen, true())  # two rows by key
-                             .where(Client.client_id == client_id, Citizen.id == citizen_id)).first()
-    if row is None or not row[0].is_enabled:
-        return None, None
-    from flask import g
+#: The citizen's columns that claims are made of (userinfo reads these and nothing else).
+CLAIM_COLUMNS = (Citizen.id, Citizen.subject_key, Citizen.given_name, Citizen.family_name, Citizen.birth_date,
+                 Citizen.mobile, Citizen.national_id)
 
-    g.oauth_client = row[0]
-    return row[0], row[1]
+
+def client_and_citizen(client_id: Any, citizen_id: int | None) -> tuple[Client | None, Any]:
+    """An enabled client (from the client cache) and the claim columns of a citizen (one
+    SELECT of a row, no ORM object): (None, None) when either is unknown, or the client is
+    disabled."""
+    if not isinstance(citizen_id, int):
+        return None, None
+    client = _query_client(client_id)
+    if client is None:
+        return None, None
+    row = db.session.execute(db.select(*CLAIM_COLUMNS).where(Citizen.id == citizen_id)).first()
+    return (client, row) if row is not None else (None, None)
 
 
 def _query_client(client_id: str) -> Client | None:
@@ -448,13 +492,12 @@ def _save_token(token: dict, request) -> None:
     """JWT access tokens are self-contained; a refresh token is stored hashed when this grant
     may have one (offline_access or client policy), and otherwise left out of the response."""
     refresh = token.get("refresh_token")
-    if not refresh:
-        token.pop("refresh_token", None)
-        return
-    if not tokens.allowed(request.client, token.get("scope", "")):
-        del token["refresh_token"]
-        return
     old = getattr(request, "refresh_token", None)
+    if not refresh or not tokens.allowed(request.client, token.get("scope", "")):
+        token.pop("refresh_token", None)
+        if isinstance(old, RefreshToken):
+            db.session.commit()  # the old token's claim (tokens.claim) is kept all the same
+        return
     # A family starts at a code exchange and is named after the code, so a replayed code can
     # revoke it; rotations keep the family.
     family = old.family_id if isinstance(old, RefreshToken) else request.user.token_jti

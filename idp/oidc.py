@@ -7,6 +7,7 @@ the login pages -> with one, issue the code. The login pages come back through
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -81,6 +82,11 @@ def _principal(session: dict | None) -> Principal | None:
     """The citizen of a live session, or None."""
     if not session or not session.get("psid"):
         return None
+    if "sk" in session:  # what the session keeps of the citizen: no row to read
+        citizen = Citizen(id=session["citizen_id"], subject_key=session["sk"],
+                          birth_date=dt.date.fromisoformat(session["bd"]))
+        return Principal(citizen, session["auth_time"], session["method"], session["psid"],
+                         adult_counted=bool(session.get("adult")))
     citizen = db.session.get(Citizen, session["citizen_id"])
     if citizen is None:
         return None
@@ -222,7 +228,8 @@ def _authorize(http_request: Request, session: dict | None, paused: tuple[str, d
     if response.status_code in (301, 302, 303) and "code=" in response.headers.get("Location", ""):
         sessions.note_client(session, client.client_id)
         if not fresh:
-            citizens.record_authentication(principal.citizen, client.client_id, principal.method, sso=True)
+            citizens.record_authentication(principal.citizen, client.client_id, principal.method, sso=True,
+                                           counted=principal.adult_counted)
             metrics.login(principal.method, "sso")
     return _finish(paused, response)
 
@@ -329,7 +336,7 @@ def userinfo():
     if "openid" not in claims.get("scope", "").split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required")
     citizen_id = open_ref(claims.get("idp_ref", ""))
-    client, citizen = client_and_citizen(claims.get("client_id"), citizen_id)  # one query for both
+    client, citizen = client_and_citizen(claims.get("client_id"), citizen_id)  # the client is cached
     if citizen is None or client is None:
         return _bearer_error(401, "invalid_token", "Unknown subject")
     resp = jsonify(claims_for(citizen, client, claims["scope"]))

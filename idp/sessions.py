@@ -76,8 +76,12 @@ def end_interaction(rid: str) -> None:
 
 # ---- single sign-on sessions ---------------------------------------------------------------------
 
-def create_session(citizen_id: int, method: str, response: Response) -> dict[str, Any]:
-    """Start a new SSO session (always a new id) and set its cookie; ends the browser's old one."""
+def create_session(citizen, method: str, response: Response) -> dict[str, Any]:
+    """Start a new SSO session (always a new id) and set its cookie; ends the browser's old one.
+
+    The session keeps what an SSO authorization needs of the citizen (the subject key, the birth
+    date, whether they are counted as a unique adult), so that it reads no row: citizens are
+    never deleted, and a subject key never changes."""
     # A new Flask session too: a planted session cookie (and the CSRF secret inside it) must
     # not survive the login (session fixation).
     flask_session.clear()
@@ -87,10 +91,11 @@ def create_session(citizen_id: int, method: str, response: Response) -> dict[str
     # Two ids: `sid` is the secret in the cookie; `psid` is the public one that tokens carry as
     # their `sid` claim (OIDC Back-Channel Logout §2.1). Agencies must never learn the cookie.
     sid = secrets.token_urlsafe(32)
-    session = {"sid": sid, "psid": secrets.token_urlsafe(16), "citizen_id": citizen_id,
-               "auth_time": int(time.time()), "method": method, "clients": []}
+    session = {"sid": sid, "psid": secrets.token_urlsafe(16), "citizen_id": citizen.id,
+               "auth_time": int(time.time()), "method": method, "clients": [],
+               "sk": citizen.subject_key, "bd": citizen.birth_date.isoformat(),
+               "adult": citizen.first_adult_authenticated_at is not None}
     store.put_session(sid, session, ttl=settings.login.session_ttl)
-    store.index_citizen_session(citizen_id, sid, ttl=settings.login.session_ttl)
     response.set_cookie(SSO_COOKIE, sid, **_cookie_args())
     return session
 

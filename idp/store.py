@@ -27,6 +27,8 @@ Key schema (all under the configured prefix):
 ``rl:{limit}:{fingerprint}``          a sliding-window log (sorted set of hit times) of one limit
 ``fail:{fingerprint}``                consecutive wrong codes of a national ID + mobile pair
 ``cool:{fingerprint}``                a cool-off in force (its TTL is the wait)
+``clients:version``                   a random value renewed whenever a registered client changes
+                                      (each process's client cache is valid under one value)
 ====================================  =========================================================
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -179,11 +182,15 @@ class Store:
 
     # ---- single sign-on sessions ------------------------------------------------------------
     def put_session(self, sid: str, payload: dict[str, Any], ttl: int) -> None:
-        """Create or replace an SSO session, and the lookup from its public id (``psid``)."""
+        """Create an SSO session, the lookup from its public id (``psid``), and its place in its
+        citizen's set (which lives as long as the citizen's newest session): one round trip."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self._k("sess", sid), json.dumps(payload, separators=(",", ":")), ex=ttl)
         if payload.get("psid"):
             pipe.set(self._k("psid", payload["psid"]), sid, ex=ttl)
+        index = self._k("sess-of", str(payload["citizen_id"]))
+        pipe.sadd(index, sid)
+        pipe.expire(index, ttl)
         pipe.execute()
 
     def session_by_public_id(self, psid: str) -> dict[str, Any] | None:
@@ -215,14 +222,6 @@ class Store:
         self.redis.delete(*keys)
 
     # ---- a citizen's sessions (for logging a citizen out everywhere) ------------------------
-    def index_citizen_session(self, citizen_id: int, sid: str, ttl: int) -> None:
-        """Add a session to its citizen's set; the set lives as long as its newest session."""
-        key = self._k("sess-of", str(citizen_id))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(key, sid)
-        pipe.expire(key, ttl)
-        pipe.execute()
-
     def citizen_session_ids(self, citizen_id: int) -> list[str]:
         """The ids of a citizen's sessions (some may have ended already)."""
         return sorted(self.redis.smembers(self._k("sess-of", str(citizen_id))))
@@ -396,6 +395,16 @@ class Store:
         keys = [k for fp in fps for k in self.redis.scan_iter(match=self._k("rl", "*", fp))]
         keys += [self._k("fail", fp) for fp in fps] + [self._k("cool", fp) for fp in fps]
         return int(self.redis.delete(*keys)) if keys else 0
+
+    # ---- registered clients: the version every process's client cache is checked against ----
+    def clients_version(self) -> str | None:
+        """The current version of the registered clients (None before the first change)."""
+        return self.redis.get(self._k("clients", "version"))
+
+    def new_clients_version(self, ttl: int = 7 * 86400) -> None:
+        """Announce that a client changed: a fresh random value, so that every cached copy made
+        under any earlier value (or under none, after this key expired) is read again."""
+        self.redis.set(self._k("clients", "version"), secrets.token_urlsafe(12), ex=ttl)
 
     # ---- health -----------------------------------------------------------------------------
     def ping(self) -> bool:

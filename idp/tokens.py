@@ -60,22 +60,36 @@ def find(token: str) -> RefreshToken | None:
 def claim(token: str, client: Client) -> RefreshToken | None:
     """Take a refresh token for rotation; None when it is not valid for this client.
 
+    One conditional UPDATE ... RETURNING claims the token, and it is not committed here: the
+    successor is saved (``save``) in the same transaction, so a request that fails in between
+    (an error, the database gone) leaves the presented token as it was, and a parallel refresh
+    of the same token waits for the row and then finds it claimed.
+
     Raises InvalidGrantError (after revoking the family) when a rotated token is reused.
     """
+    if not isinstance(token, str) or len(token) > 256:
+        return None
+    now = utcnow()
+    row = db.session.execute(update(RefreshToken)
+                             .where(RefreshToken.token_hash == hash_token(token),
+                                    RefreshToken.client_id == client.client_id,
+                                    RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
+                             .values(rotated_at=now)
+                             .returning(RefreshToken)
+                             .execution_options(synchronize_session=False)).scalar_one_or_none()
+    if row is not None:
+        db.session.expunge(row)  # read-only from here; the commit must not expire it
+        if row.is_expired():
+            db.session.rollback()
+            return None
+        return row
+    db.session.rollback()
     row = find(token)
     if row is None or row.client_id != client.client_id or row.revoked_at is not None or row.is_expired():
         return None
-    now = utcnow()
-    claimed = db.session.execute(update(RefreshToken)
-                                 .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None),
-                                        RefreshToken.revoked_at.is_(None))
-                                 .values(rotated_at=now))
-    db.session.commit()
-    if claimed.rowcount == 1:
-        db.session.refresh(row)
-        return row
-    db.session.refresh(row)
-    if row.rotated_at is not None and (now - row.rotated_at).total_seconds() <= settings.tokens.refresh_grace_seconds:
+    if row.rotated_at is None:
+        return None  # claimed and then given back by a request that failed: nothing to punish
+    if (now - row.rotated_at).total_seconds() <= settings.tokens.refresh_grace_seconds:
         raise InvalidGrantError("The refresh token was just used; use the new one.")
     revoke_family(row.family_id, reason="refresh_token_reused")
     from .logout import end_session_by_sid

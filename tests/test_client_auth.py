@@ -20,7 +20,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from .helpers import redirect_params, verify_id_token
+from .helpers import cli_env, redirect_params, verify_id_token
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -252,11 +252,9 @@ def test_jwks_uri_keys_and_one_refetch_on_unknown_kid(provider):
 # ---- the operator's commands -------------------------------------------------------------------
 
 def idp(provider, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    """`idp ...` in its own process, against the provider's database."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-           "IDP_SERVER_SECRET_KEY": "t" * 48, "IDP_DATABASE_URL": provider.settings.database.url,
-           "IDP_KEYS_DIR": provider.settings.keys.dir, "IDP_SMS_BACKEND": "file",
-           "IDP_SMS_OUTBOX": str(tmp_path / "outbox.jsonl")}
+    """`idp ...` in its own process, configured as the provider is (its database and its store:
+    a client changed here is read again by the running provider at its next request)."""
+    env = cli_env(provider) | {"HOME": str(tmp_path), "IDP_SMS_OUTBOX": str(tmp_path / "outbox.jsonl")}
     return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL)
 

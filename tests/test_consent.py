@@ -45,6 +45,9 @@ def _allow_national_id(provider, client_id: str) -> None:
         client = _client(provider, client_id)
         client.client_metadata = {**client.client_metadata, "allow_national_id": True}
         db.session.commit()
+        from idp.oauth import clients_changed
+
+        clients_changed()  # what agencies.py does after every change, for every node's client cache
 
 
 def _audit(provider, event: str) -> list[dict]:

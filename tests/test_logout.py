@@ -97,6 +97,9 @@ def set_backchannel(provider, client_id: str, uri: str) -> None:
         client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
         client.client_metadata = {**client.client_metadata, "backchannel_logout_uri": uri}
         db.session.commit()
+        from idp.oauth import clients_changed
+
+        clients_changed()  # what agencies.py does after every change, for every node's client cache
 
 
 def login_for_id_token(provider, browser, client_id, secret, redirect, national_id, mobile) -> str:

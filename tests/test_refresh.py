@@ -54,6 +54,20 @@ def test_refresh_rotates_and_reuse_revokes_the_family_and_session(provider):
     assert page.status_code == 200 and 'name="national_id"' in page.text
 
 
+def test_a_refused_refresh_leaves_the_token_usable(provider):
+    """The claim of a refresh token and the save of its successor are one transaction: a
+    request refused after the claim (here a scope wider than the grant, RFC 6749 §6) takes
+    nothing from the client, and the token is rotated only by a refresh that succeeds."""
+    client, _, first = _tokens(provider)
+    wider = _refresh(provider, client, first["refresh_token"], scope="openid profile phone offline_access")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope", wider.text
+    again = _refresh(provider, client, first["refresh_token"])
+    assert again.status_code == 200, again.text
+    assert again.json()["refresh_token"] != first["refresh_token"]
+    replay = _refresh(provider, client, first["refresh_token"])
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant", "rotated once it succeeded"
+
+
 def test_parallel_refreshes_never_500(provider):
     client, _, first = _tokens(provider)
     with cf.ThreadPoolExecutor(8) as pool:
@@ -140,6 +154,9 @@ def test_scopes_national_id_and_age(provider):
         c = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
         c.client_metadata = {**c.client_metadata, "allow_national_id": True}
         db.session.commit()
+        from idp.oauth import clients_changed
+
+        clients_changed()  # what agencies.py does after every change, for every node's client cache
     browser = provider.flow()
     result = browser.login(client_id, redirect, national_id, mobile, scope="openid national_id")
     token = browser.exchange(client_id, secret, redirect, result["code"]).json()
