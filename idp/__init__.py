@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from flask import Flask, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings, load_settings
@@ -32,6 +33,17 @@ def _engine_options(url: str, pool_size: int) -> dict:
     return {"pool_size": pool_size, "max_overflow": pool_size, "pool_recycle": 1800, "pool_use_lifo": True}
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, with its signing serializer built once per app instead of
+    on every request (the secret key does not change while the app runs)."""
+
+    def get_signing_serializer(self, app):
+        serializer = app.extensions.get("idp.session_serializer")
+        if serializer is None:
+            serializer = app.extensions["idp.session_serializer"] = super().get_signing_serializer(app)
+        return serializer
+
+
 def create_app(settings: Settings | None = None, require_keys: bool = True) -> Flask:
     """Load settings, init extensions, register blueprints, error handlers and security headers."""
     from . import account, consent, errors, i18n, keys, login, oauth, oidc, sms
@@ -40,6 +52,7 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
 
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.session_interface = _SessionInterface()
     app.extensions["idp.settings"] = settings
     app.config.update(
         SECRET_KEY=settings.derived_key("flask-session"),

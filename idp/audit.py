@@ -37,10 +37,10 @@ def record(event: str, *, national_id: str | None = None, subject_fp: str | None
     ip = client_ip()
     if national_id:
         subject_fp = fingerprint("nid", national_id)
-    # a Core INSERT in the session's transaction: nothing for the unit of work to track
-    db.session.execute(insert(AuditEvent).values(event=event, subject_fp=subject_fp,
-                                                 ip_fp=fingerprint("ip", ip) if ip else None,
-                                                 client_id=client_id, details=details))
+    # a Core INSERT on the table, in the session's transaction: no unit of work, no ORM bulk path
+    db.session.execute(insert(AuditEvent.__table__).values(event=event, subject_fp=subject_fp,
+                                                           ip_fp=fingerprint("ip", ip) if ip else None,
+                                                           client_id=client_id, details=details))
     if commit:
         db.session.commit()
     log.info("audit %s client=%s subject=%s %s", event, client_id, subject_fp, details)

@@ -290,7 +290,15 @@ class Settings:
             setattr(self, name, Section(name, section))
 
     def derived_key(self, purpose: str, length: int = 32) -> bytes:
-        """A key for one purpose, derived from the master secret (HKDF-SHA256, RFC 5869)."""
+        """A key for one purpose, derived from the master secret (HKDF-SHA256, RFC 5869); the
+        settings are read-only, so each key is derived once."""
+        cache = self.__dict__.setdefault("_derived", {})
+        key = cache.get((purpose, length))
+        if key is None:
+            key = cache[(purpose, length)] = self._derive(purpose, length)
+        return key
+
+    def _derive(self, purpose: str, length: int) -> bytes:
         prk = hmac.new(b"idp-hkdf-salt-v1", self.server.secret_key.encode(), hashlib.sha256).digest()
         out, block, counter = b"", b"", 1
         while len(out) < length:

@@ -324,6 +324,7 @@ class _State:
     active: dict[str, SigningKey]
     jwks: dict[str, Any]
     public_set: KeySet
+    jwks_json: bytes = b""  # the JWKS document as served
 
 
 class KeyRing:
@@ -369,8 +370,9 @@ class KeyRing:
                                   f"(create one: idp keys generate --alg {missing[0]})")
         order = {"active": 0, "next": 1, "retired": 2}
         published = sorted((k for k in keys if k.status in PUBLISHED), key=lambda k: order[k.status])
-        self._state = _State(active, {"keys": [k.public_jwk() for k in published]},
-                             KeySet([k.key for k in published]))
+        document = {"keys": [k.public_jwk() for k in published]}
+        self._state = _State(active, document, KeySet([k.key for k in published]),
+                             json.dumps(document).encode())
         self._signature_seen = signature
 
     def refresh(self) -> bool:
@@ -405,6 +407,11 @@ class KeyRing:
         """The public JWKS document."""
         self.refresh()
         return self._state.jwks
+
+    def jwks_json(self) -> bytes:
+        """The JWKS document, serialized once per set of keys."""
+        self.refresh()
+        return self._state.jwks_json
 
     def public_key_set(self) -> KeySet:
         """The published keys, parsed, for verifying our own tokens (hints, introspection)."""

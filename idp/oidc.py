@@ -18,7 +18,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError, RequestNotSupportedError, \
     RequestURINotSupportedError
-from flask import Blueprint, Request, Response, jsonify, redirect, request, url_for
+from flask import Blueprint, Request, Response, current_app, jsonify, redirect, request, url_for
 from werkzeug.test import EnvironBuilder
 
 from . import citizens, sessions
@@ -42,7 +42,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 @bp.get("/.well-known/openid-configuration")
 def discovery():
     """OpenID Provider Metadata (OIDC Discovery 1.0 §4)."""
-    resp = jsonify(discovery_document())
+    body = current_app.extensions.get("idp.discovery_json")
+    if body is None:  # the document depends on the settings alone: serialized once
+        body = current_app.extensions["idp.discovery_json"] = json.dumps(discovery_document()).encode()
+    resp = Response(body, mimetype="application/json")
     resp.headers["Cache-Control"] = "public, max-age=300"
     resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
@@ -51,7 +54,7 @@ def discovery():
 @bp.get("/jwks")
 def jwks():
     """The public signing keys (RFC 7517). Cached briefly so rotations reach clients quickly."""
-    resp = Response(json.dumps(keyring.jwks()), mimetype="application/jwk-set+json")
+    resp = Response(keyring.jwks_json(), mimetype="application/jwk-set+json")
     # Rotation publishes a key at least twice this long before it signs (keys.py).
     resp.headers["Cache-Control"] = f"public, max-age={JWKS_CACHE_SECONDS}"
     resp.headers["Access-Control-Allow-Origin"] = "*"

@@ -73,6 +73,20 @@ def _pool() -> ThreadPoolExecutor:
     return pool
 
 
+_health: dict[str, tuple[bool, float]] = {}
+
+
+def _note_health(st, ok: bool) -> None:
+    """Tell the store how the gateway is doing: at once when it changes, else at most every
+    15 seconds from this process (the mark lives a minute), not once per message."""
+    last = _health.get(st.prefix)
+    now = time.monotonic()
+    if last is not None and last[0] == ok and now - last[1] < 15:
+        return
+    st.set_sms_health(ok)
+    _health[st.prefix] = (ok, now)
+
+
 def _deliver(app, challenge_id: str, send_id: str, to: str, code: str, text: str) -> None:
     """In a sender thread: send, then record the outcome on the challenge, unless a newer code
     was queued meanwhile (a late failure must not hide a resend that worked)."""
@@ -89,7 +103,7 @@ def _deliver(app, challenge_id: str, send_id: str, to: str, code: str, text: str
     except Exception:  # noqa: BLE001 - a sender bug must not kill the pool thread silently
         log.exception("sms sender crashed")
         state = "failed"
-    st.set_sms_health(state == "sent")
+    _note_health(st, state == "sent")
     metrics.code_sent(state)
     with app.app_context():
         audit.record("code_sent" if state == "sent" else "sms_failed", code_to=mask_mobile(to))
