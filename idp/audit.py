@@ -19,6 +19,8 @@ from .models import AuditEvent
 
 log = logging.getLogger("idp.audit")
 
+_INSERT = insert(AuditEvent.__table__)
+
 
 def fingerprint(kind: str, value: str) -> str:
     """A keyed fingerprint of an identifier (kind: nid, mobile, ip, ...)."""
@@ -37,10 +39,11 @@ def record(event: str, *, national_id: str | None = None, subject_fp: str | None
     ip = client_ip()
     if national_id:
         subject_fp = fingerprint("nid", national_id)
-    # a Core INSERT on the table, in the session's transaction: no unit of work, no ORM bulk path
-    db.session.execute(insert(AuditEvent.__table__).values(event=event, subject_fp=subject_fp,
-                                                           ip_fp=fingerprint("ip", ip) if ip else None,
-                                                           client_id=client_id, details=details))
+    # one prebuilt Core INSERT on the table, in the session's transaction: no unit of work, no
+    # ORM bulk path, no statement built and cache-keyed per event
+    db.session.execute(_INSERT, {"event": event, "subject_fp": subject_fp,
+                                 "ip_fp": fingerprint("ip", ip) if ip else None,
+                                 "client_id": client_id, "details": details})
     if commit:
         db.session.commit()
     log.info("audit %s client=%s subject=%s %s", event, client_id, subject_fp, details)

@@ -9,12 +9,26 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from sqlalchemy import insert, inspect, update
+from sqlalchemy import bindparam, func, insert, inspect, update
 
 from .extensions import db, settings, store
 from .models import AuthEvent, Citizen, StatCounter, utcnow
 
 UNIQUE_ADULTS = "unique_adults"
+
+# The statements of every login, built once as Core statements on the tables: the ORM's bulk
+# UPDATE/INSERT path (identity-map synchronisation) and building a statement per call cost more
+# CPU than the round trips themselves.
+_citizens = Citizen.__table__
+_at = bindparam("p_at", type_=_citizens.c.last_authenticated_at.type)
+_SEEN = (update(_citizens).where(_citizens.c.id == bindparam("p_cid"))
+         .values(last_authenticated_at=_at, first_authenticated_at=func.coalesce(_citizens.c.first_authenticated_at, _at)))
+_FIRST_ADULT = (update(_citizens)
+                .where(_citizens.c.id == bindparam("p_cid"), _citizens.c.first_adult_authenticated_at.is_(None))
+                .values(first_adult_authenticated_at=_at))
+_EVENT = insert(AuthEvent.__table__)
+_COUNT_ADULT = (update(StatCounter.__table__).where(StatCounter.__table__.c.name == UNIQUE_ADULTS)
+                .values(value=StatCounter.__table__.c.value + 1))
 
 
 def find_by_national_id(national_id: str) -> Citizen | None:
@@ -57,29 +71,20 @@ def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bo
     adult = is_adult(citizen, day)
     cid = citizen.id
     new_adult = False
-    # Core statements on the tables: the ORM's bulk UPDATE/INSERT machinery (synchronising the
-    # identity map) cost more CPU than the round trips themselves.
-    citizens, events, counters = Citizen.__table__, AuthEvent.__table__, StatCounter.__table__
     try:
-        db.session.execute(update(citizens).where(citizens.c.id == cid)
-                           .values(last_authenticated_at=at,
-                                   first_authenticated_at=db.func.coalesce(citizens.c.first_authenticated_at, at)))
+        db.session.execute(_SEEN, {"p_cid": cid, "p_at": at})
         # Once set, first_adult_authenticated_at never changes: when the row this request loaded
         # already has it, the conditional UPDATE below cannot match (one round trip saved).
         counted = counted or ("first_adult_authenticated_at" not in inspect(citizen).unloaded
                                and citizen.first_adult_authenticated_at is not None)
         if adult and not counted:
-            result = db.session.execute(update(citizens)
-                                        .where(citizens.c.id == cid, citizens.c.first_adult_authenticated_at.is_(None))
-                                        .values(first_adult_authenticated_at=at))
-            new_adult = result.rowcount == 1
-        db.session.execute(insert(events).values(occurred_at=at, citizen_id=cid, client_id=client_id,
-                                                 method=method, sso=sso, adult=adult))
+            new_adult = db.session.execute(_FIRST_ADULT, {"p_cid": cid, "p_at": at}).rowcount == 1
+        db.session.execute(_EVENT, {"occurred_at": at, "citizen_id": cid, "client_id": client_id, "method": method,
+                                    "sso": sso, "adult": adult})
         if new_adult:
             # The counter's row is the one every first login shares: its lock is held from this
             # UPDATE to the end of the commit, so the other writes go first and it comes last.
-            db.session.execute(update(counters).where(counters.c.name == UNIQUE_ADULTS)
-                               .values(value=counters.c.value + 1))
+            db.session.execute(_COUNT_ADULT)
         db.session.commit()
     except Exception:
         db.session.rollback()

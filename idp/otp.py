@@ -201,8 +201,11 @@ def verify(challenge_id: str, code: str) -> tuple[int, str]:
         raise TooManyAttempts()
     method = challenge.get("kind", "sms")
     if method == "totp":
-        citizen = db.session.get(Citizen, int(challenge["citizen_id"])) if challenge["totp"] else None
-        ok = citizen is not None and totp.check(citizen, code)
+        if challenge["totp"]:
+            citizen = db.session.get(Citizen, int(challenge["citizen_id"]))
+            ok = citizen is not None and totp.check(citizen, code)
+        else:
+            ok = totp.check_without_app(code)  # the same work, so the time tells nothing
     else:
         ok = hmac.compare_digest(challenge["code_hash"], _code_hash(challenge_id, code)) and bool(
             challenge["citizen_id"])

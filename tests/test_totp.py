@@ -115,3 +115,56 @@ def test_account_page_needs_a_session(provider):
     r = requests.get(f"{provider.url}/account", allow_redirects=False, timeout=10)
     assert r.status_code == 303 and "/login?r=" in r.headers["Location"]
     assert mobile_e164("09121234567") == "+989121234567"
+
+
+def test_a_wrong_app_code_costs_the_same_work_with_or_without_an_app(provider, monkeypatch):
+    """Someone who knows a national ID + mobile pair must not learn from the time of a wrong app
+    code whether that citizen has an app: both answers read a citizen row, decrypt a secret and
+    compute the codes of three steps (timing over HTTP is too coarse for a half-millisecond
+    difference, so the work itself is counted)."""
+    from sqlalchemy import event
+
+    import idp.totp
+    from idp.extensions import db
+
+    client = provider.add_client()
+    with_app, mobile = provider.add_citizen()
+    _enrol(provider, with_app, mobile)
+    without_app, other_mobile = provider.add_citizen()
+
+    statements, steps, decrypts = [], [], []
+    real_step, real_fernet = idp.totp._matching_step, idp.totp._fernet
+
+    def counting_step(secret, code, at=None):
+        steps.append(code)
+        return real_step(secret, code, at)
+
+    def counting_fernet():
+        fernet = real_fernet()
+        decrypt = fernet.decrypt
+        fernet.decrypt = lambda token, *a: decrypts.append(1) or decrypt(token, *a)
+        return fernet
+
+    def on_sql(conn, cursor, statement, *args):
+        if "citizens" in statement:
+            statements.append(" ".join(statement.split()[:4]))
+
+    with provider.app.app_context():
+        engine = db.engine
+    monkeypatch.setattr(idp.totp, "_matching_step", counting_step)
+    monkeypatch.setattr(idp.totp, "_fernet", counting_fernet)
+    work = {}
+    for name, nid, mob in (("app", with_app, mobile), ("no app", without_app, other_mobile)):
+        browser = provider.flow()
+        page = browser.start(client[0], client[2])
+        page = browser.follow(browser.submit(page, {"national_id": nid, "mobile": mob, "method": "totp"}), client[2])
+        statements.clear(), steps.clear(), decrypts.clear()
+        event.listen(engine, "before_cursor_execute", on_sql)
+        try:
+            answer = browser.submit(page, {"otp": "000000"})  # wrong but for a 3-in-a-million chance
+        finally:
+            event.remove(engine, "before_cursor_execute", on_sql)
+        assert answer.status_code == 400
+        work[name] = (list(statements), len(steps), len(decrypts))
+    assert work["app"] == work["no app"], work
+    assert work["app"][1] == 1 and work["app"][2] == 1 and any("SELECT" in s for s in work["app"][0]), work
