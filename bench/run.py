@@ -669,8 +669,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=200,
                     help="codes collected (untimed) before each timed batch of exchanges (default 200)")
     ap.add_argument("--citizens", type=int, default=2000, help="citizens registered (default 2000)")
-    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    ap.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
+    ap.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4, as idp serve)")
+    ap.add_argument("--threads", type=int, default=8, help="threads per worker (default 8, as idp serve)")
     ap.add_argument("--pool-size", type=int, default=10, help="database pool per worker (default 10)")
     ap.add_argument("--first-logins", action="store_true",
                     help="citizens who never logged in (default: each logged in once, yesterday)")

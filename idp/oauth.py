@@ -29,9 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy import bindparam, select
 
 from . import audit, citizens, tokens
-from .extensions import db, keyring, settings, store
+from .extensions import db, keyring, read_row, settings, store
 from .models import Citizen, Client, RefreshToken, utcnow
 
 #: acr values (OIDC Core §2) and amr values (RFC 8176) per factor the citizen proved.
@@ -278,8 +279,8 @@ def _read_only_citizen(citizen_id: int) -> Citizen | None:
     """What tokens need of a citizen (id and subject key), read as one column into an object
     attached to no session: the ID token carries no profile claims, and a commit in the request
     cannot expire it."""
-    key = db.session.execute(db.select(Citizen.subject_key).where(Citizen.id == citizen_id)).scalar_one_or_none()
-    return None if key is None else Citizen(id=citizen_id, subject_key=key)
+    row = read_row(_SUBJECT_KEY_OF, {"p_cid": citizen_id})
+    return None if row is None else Citizen(id=citizen_id, subject_key=row[0])
 
 
 # ---- OpenID Connect: the ID token --------------------------------------------------------------
@@ -460,6 +461,8 @@ client_cache = ClientCache()
 #: The citizen's columns that claims are made of (userinfo reads these and nothing else).
 CLAIM_COLUMNS = (Citizen.id, Citizen.subject_key, Citizen.given_name, Citizen.family_name, Citizen.birth_date,
                  Citizen.mobile, Citizen.national_id)
+_CLAIMS_OF = select(*CLAIM_COLUMNS).where(Citizen.id == bindparam("p_cid"))
+_SUBJECT_KEY_OF = select(Citizen.subject_key).where(Citizen.id == bindparam("p_cid"))
 
 
 def client_and_citizen(client_id: Any, citizen_id: int | None) -> tuple[Client | None, Any]:
@@ -471,7 +474,7 @@ def client_and_citizen(client_id: Any, citizen_id: int | None) -> tuple[Client |
     client = _query_client(client_id)
     if client is None:
         return None, None
-    row = db.session.execute(db.select(*CLAIM_COLUMNS).where(Citizen.id == citizen_id)).first()
+    row = read_row(_CLAIMS_OF, {"p_cid": citizen_id})
     return (client, row) if row is not None else (None, None)
 
 
