@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from sqlalchemy import bindparam, func, insert, inspect, update
+from sqlalchemy import bindparam, func, insert, inspect, select, update
 
-from .extensions import db, settings, store
+from .extensions import db, read_row, settings, store
 from .models import AuthEvent, Citizen, StatCounter, utcnow
 
 UNIQUE_ADULTS = "unique_adults"
@@ -37,6 +37,26 @@ def find_by_national_id(national_id: str) -> Citizen | None:
     from .registry import find_citizen
 
     return find_citizen(national_id)
+
+
+#: The columns claims are made of (userinfo reads these and nothing else).
+CLAIM_COLUMNS = (Citizen.id, Citizen.subject_key, Citizen.given_name, Citizen.family_name, Citizen.birth_date,
+                 Citizen.mobile, Citizen.national_id)
+_CLAIMS_OF = select(*CLAIM_COLUMNS).where(Citizen.id == bindparam("p_cid"))
+_SUBJECT_KEY_OF = select(Citizen.subject_key).where(Citizen.id == bindparam("p_cid"))
+
+
+def claims_row(citizen_id: int):
+    """The citizen's claim columns as a row (attribute access, no ORM object), or None; read on
+    a connection of its own (``read_row``), outside the request's session."""
+    return read_row(_CLAIMS_OF, {"p_cid": citizen_id})
+
+
+def detached(citizen_id: int) -> Citizen | None:
+    """What tokens need of a citizen (id and subject key) in an object attached to no session,
+    or None: one column read, and a commit in the request cannot expire it."""
+    row = read_row(_SUBJECT_KEY_OF, {"p_cid": citizen_id})
+    return None if row is None else Citizen(id=citizen_id, subject_key=row[0])
 
 
 def local_date(at: dt.datetime) -> dt.date:

@@ -29,10 +29,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, select
 
 from . import audit, citizens, tokens
-from .extensions import db, keyring, read_row, settings, store
+from .extensions import db, keyring, settings, store
 from .models import Citizen, Client, RefreshToken, utcnow
 
 #: acr values (OIDC Core §2) and amr values (RFC 8176) per factor the citizen proved.
@@ -122,7 +121,7 @@ def subject_for(citizen: Citizen, client: Client) -> str:
 
 def claims_for(citizen: Any, client: Client, scope: str) -> dict[str, Any]:
     """The claims released to a client for a scope (OIDC Core §5.4); ``citizen`` is a Citizen or
-    a row of CLAIM_COLUMNS."""
+    a row of ``citizens.CLAIM_COLUMNS``."""
     scopes = set(scope.split())
     info: dict[str, Any] = {"sub": subject_for(citizen, client)}
     if "profile" in scopes:
@@ -269,18 +268,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # The tokens of a code need the citizen's id and subject key only (the ID token carries
         # no profile claims), and the code carries both: citizens are never deleted.
         citizen = Citizen(id=d["citizen_id"], subject_key=d["sk"]) if d.get("sk") else \
-            _read_only_citizen(d["citizen_id"])
+            citizens.detached(d["citizen_id"])
         if citizen is None:
             return None
         return Principal(citizen, d["auth_time"], d["method"], d["sid"], token_jti=code_jti(d["code"]))
-
-
-def _read_only_citizen(citizen_id: int) -> Citizen | None:
-    """What tokens need of a citizen (id and subject key), read as one column into an object
-    attached to no session: the ID token carries no profile claims, and a commit in the request
-    cannot expire it."""
-    row = read_row(_SUBJECT_KEY_OF, {"p_cid": citizen_id})
-    return None if row is None else Citizen(id=citizen_id, subject_key=row[0])
 
 
 # ---- OpenID Connect: the ID token --------------------------------------------------------------
@@ -413,7 +404,8 @@ class ClientCache:
     MAX_ENTRIES = 5000
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[str | None, float, Client]] = {}
+        # keyed by (store prefix, client_id): several apps in one process (tests) never share
+        self._entries: dict[tuple[str, str], tuple[str | None, float, Client]] = {}
 
     def clear(self) -> None:
         self._entries.clear()
@@ -435,7 +427,8 @@ class ClientCache:
         if client_id in memo:
             return memo[client_id]
         shared, version = self._version()
-        entry = self._entries.get(client_id) if shared else None
+        key = (store.prefix, client_id)
+        entry = self._entries.get(key) if shared else None
         if entry is not None and entry[0] == version and time.monotonic() - entry[1] < self.MAX_AGE:
             memo[client_id] = entry[2]
             return entry[2]
@@ -445,7 +438,7 @@ class ClientCache:
         if shared and copy is not None:  # unknown ids are not kept: anyone can make up more of them
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[client_id] = (version, time.monotonic(), copy)
+            self._entries[key] = (version, time.monotonic(), copy)
         return copy
 
 
@@ -458,23 +451,17 @@ def clients_changed() -> None:
 client_cache = ClientCache()
 
 
-#: The citizen's columns that claims are made of (userinfo reads these and nothing else).
-CLAIM_COLUMNS = (Citizen.id, Citizen.subject_key, Citizen.given_name, Citizen.family_name, Citizen.birth_date,
-                 Citizen.mobile, Citizen.national_id)
-_CLAIMS_OF = select(*CLAIM_COLUMNS).where(Citizen.id == bindparam("p_cid"))
-_SUBJECT_KEY_OF = select(Citizen.subject_key).where(Citizen.id == bindparam("p_cid"))
 
 
 def client_and_citizen(client_id: Any, citizen_id: int | None) -> tuple[Client | None, Any]:
-    """An enabled client (from the client cache) and the claim columns of a citizen (one
-    SELECT of a row, no ORM object): (None, None) when either is unknown, or the client is
-    disabled."""
+    """An enabled client (from the client cache) and the citizen's claim columns
+    (``citizens.claims_row``): (None, None) when either is unknown, or the client is disabled."""
     if not isinstance(citizen_id, int):
         return None, None
     client = _query_client(client_id)
     if client is None:
         return None, None
-    row = read_row(_CLAIMS_OF, {"p_cid": citizen_id})
+    row = citizens.claims_row(citizen_id)
     return (client, row) if row is not None else (None, None)
 
 
@@ -523,7 +510,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return tokens.claim(refresh_token, self.request.client)
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Principal | None:
-        citizen = _read_only_citizen(refresh_token.citizen_id)
+        citizen = citizens.detached(refresh_token.citizen_id)
         if citizen is None:
             return None
         return Principal(citizen, refresh_token.auth_time, refresh_token.method, refresh_token.sid)
