@@ -253,7 +253,12 @@ def test_pages_fit_a_360px_phone_with_large_targets(new_context, provider, agenc
     for lang in ("fa", "en"):
         page.goto(re.sub(r"&lang=\w+", "", page.url) + f"&lang={lang}")
         check_fits(page)
-        page.keyboard.press("Shift+Tab")  # from the national ID back to the language switch
+        # The national ID field takes the focus (autofocus, applied by the browser after load:
+        # wait for it rather than race it on a busy machine), and Shift+Tab goes from it back to
+        # the language switch.
+        page.wait_for_function("document.activeElement && document.activeElement.id === 'national_id'",
+                               timeout=5000)
+        page.keyboard.press("Shift+Tab")
         assert page.evaluate("document.activeElement.className") == "lang"
         shots(page, f"identify-360-{lang}")
     page.fill("#national_id", national_id)
