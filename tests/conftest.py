@@ -10,6 +10,7 @@ import secrets
 import socket
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,22 @@ def start_provider(tmp: Path, database_url: str, store_url: str, **extra) -> Liv
     app = create_app(settings)
     upgrade_database(app)
     return LiveProvider(app, settings)
+
+
+@contextmanager
+def sqlite_provider(tmp_path_factory, redis_url: str, name: str):
+    """A module's own provider on SQLite with real Redis, for tests that do not depend on the
+    database (attacks, fuzzing); stopped and its pool closed afterwards."""
+    tmp = tmp_path_factory.mktemp(name)
+    live = start_provider(tmp, f"sqlite:///{tmp / 'idp.sqlite3'}", redis_url, limits=GENEROUS_IP_LIMITS)
+    try:
+        yield live
+    finally:
+        live.stop()
+        with live.app.app_context():
+            from idp.extensions import db
+
+            db.engine.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

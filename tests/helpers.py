@@ -6,8 +6,10 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import time
 from html import unescape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
@@ -168,3 +170,52 @@ def cli_env(provider) -> dict:
         for key, value in keys.items():
             env[f"IDP_{section.upper()}_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
+
+
+class LogoutReceiver:
+    """An agency's back-channel logout endpoint (OIDC Back-Channel Logout 1.0 §2.5) on a loopback
+    port: records every POST and answers with the queued ``statuses``, then 200, each with
+    Cache-Control: no-store."""
+
+    def __init__(self, statuses: list[int] | None = None):
+        self.posts: list[dict] = []
+        self.statuses = list(statuses or [])
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                with receiver.lock:
+                    receiver.posts.append({"path": self.path, "content_type": self.headers.get("Content-Type", ""),
+                                           "form": {k: v[0] for k, v in parse_qs(body).items()}})
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def posts_to(self, path: str) -> list[dict]:
+        with self.lock:
+            return [p for p in self.posts if p["path"] == path]
+
+    def tokens_for(self, path: str) -> list[str]:
+        return [p["form"]["logout_token"] for p in self.posts_to(path)]
+
+    def wait_for(self, path: str, timeout: float = 15.0) -> list[dict]:
+        assert wait_until(lambda: self.posts_to(path), timeout), f"no back-channel logout reached {path}"
+        return self.posts_to(path)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

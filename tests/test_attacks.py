@@ -24,7 +24,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from .conftest import GENEROUS_IP_LIMITS, make_settings, start_provider
+from .conftest import GENEROUS_IP_LIMITS, make_settings, sqlite_provider
 from .helpers import Outbox, form_fields, mobile_e164, pkce_pair, redirect_params
 
 APP = "http://127.0.0.1:9/app/cb"  # the redirect URI of the main client, exactly as registered
@@ -34,16 +34,8 @@ BYE = "http://127.0.0.1:9/app/bye"  # its post-logout redirect URI
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory, redis_url):
     """The provider on SQLite with real Redis (the attacks do not depend on the database)."""
-    tmp = tmp_path_factory.mktemp("attacks")
-    live = start_provider(tmp, f"sqlite:///{tmp / 'idp.sqlite3'}", redis_url, limits=GENEROUS_IP_LIMITS)
-    yield live
-    from idp import logout
-    from idp.extensions import db
-
-    logout.stop_worker(live.app)
-    live.stop()
-    with live.app.app_context():
-        db.engine.dispose()
+    with sqlite_provider(tmp_path_factory, redis_url, "attacks") as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, event, example, given, settings, strategies 
 from idp.national_id import (InvalidMobile, InvalidNationalId, check_digit, make_national_id, normalize_digits,
                              parse_mobile, parse_national_id)
 
-from .conftest import GENEROUS_IP_LIMITS, start_provider
+from .conftest import sqlite_provider
 from .helpers import form_fields, pkce_pair
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, print_blob=False,
@@ -168,16 +168,8 @@ def test_mobile_parses_or_raises_invalid_mobile(text):
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory, redis_url):
     """The provider on SQLite with real Redis (this module's own: fuzzing is slow enough once)."""
-    tmp = tmp_path_factory.mktemp("fuzz")
-    live = start_provider(tmp, f"sqlite:///{tmp / 'idp.sqlite3'}", redis_url, limits=GENEROUS_IP_LIMITS)
-    yield live
-    from idp import logout
-    from idp.extensions import db
-
-    logout.stop_worker(live.app)
-    live.stop()
-    with live.app.app_context():
-        db.engine.dispose()
+    with sqlite_provider(tmp_path_factory, redis_url, "fuzz") as live:
+        yield live
 
 
 # ---- a raw HTTP client ---------------------------------------------------------------------------

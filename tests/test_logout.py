@@ -7,11 +7,9 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -20,7 +18,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from idp import logout
 
-from .helpers import redirect_params, verify_id_token, wait_until, cli_env
+from .helpers import LogoutReceiver, cli_env, redirect_params, verify_id_token, wait_until
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,49 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ---- a relying party's back-channel logout endpoint ----------------------------------------------
 
-class Receiver:
-    """An HTTP server that records every POST and answers with the queued statuses, then 200."""
-
-    def __init__(self, statuses: list[int] | None = None):
-        self.posts: list[dict] = []
-        self.statuses = list(statuses or [])
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                with receiver.lock:
-                    receiver.posts.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
-                                           "form": {k: v[0] for k, v in parse_qs(body).items()}})
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def tokens_for(self, path: str) -> list[str]:
-        with self.lock:
-            return [p["form"]["logout_token"] for p in self.posts if p["path"] == path]
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture()
 def receiver():
-    r = Receiver()
+    r = LogoutReceiver()
     yield r
     r.stop()
 
@@ -336,7 +294,7 @@ def test_every_agency_of_the_session_gets_a_logout_token(provider, receiver):
 
 
 def test_a_failed_delivery_is_retried(provider):
-    receiver = Receiver(statuses=[500])
+    receiver = LogoutReceiver(statuses=[500])
     try:
         client_id, secret, redirect = provider.add_client()
         set_backchannel(provider, client_id, receiver.url("/bcl"))
@@ -370,7 +328,7 @@ def test_a_failed_delivery_is_retried(provider):
 
 def test_a_delivery_is_given_up_after_the_last_attempt(provider, monkeypatch):
     monkeypatch.setattr(logout, "MAX_ATTEMPTS", 1)
-    receiver = Receiver(statuses=[503] * 5)
+    receiver = LogoutReceiver(statuses=[503] * 5)
     try:
         client_id, secret, redirect = provider.add_client()
         set_backchannel(provider, client_id, receiver.url("/bcl"))

@@ -8,9 +8,7 @@ Python side only plays the citizen's browser.
 """
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urljoin
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -18,7 +16,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from ..conftest import GENEROUS_IP_LIMITS, start_provider
-from ..helpers import FlowClient, mobile_e164, wait_until
+from ..helpers import FlowClient, LogoutReceiver, mobile_e164
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -91,49 +89,6 @@ class Browser(FlowClient):
 @pytest.fixture()
 def browser(interop_provider) -> Browser:
     return Browser(interop_provider)
-
-
-class LogoutReceiver:
-    """An agency's back-channel logout endpoint (OIDC Back-Channel Logout 1.0 §2.5): records
-    every POST and answers 200 with Cache-Control: no-store."""
-
-    def __init__(self):
-        self.posts: list[dict] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                with receiver.lock:
-                    receiver.posts.append({"path": self.path, "content_type": self.headers.get("Content-Type", ""),
-                                           "form": {k: v[0] for k, v in parse_qs(body).items()}})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def posts_to(self, path: str) -> list[dict]:
-        with self.lock:
-            return [p for p in self.posts if p["path"] == path]
-
-    def wait_for(self, path: str, timeout: float = 15.0) -> list[dict]:
-        assert wait_until(lambda: self.posts_to(path), timeout), f"no back-channel logout reached {path}"
-        return self.posts_to(path)
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="package")
