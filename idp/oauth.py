@@ -531,19 +531,24 @@ def _require_token_param(request) -> None:
         raise InvalidRequestError("Missing 'token'")
 
 
-class RevocationEndpoint(rfc7009.RevocationEndpoint):
-    """RFC 7009: a client revokes its own access or refresh tokens."""
+class _OurTokens:
+    """What revocation and introspection share: our client authentication methods, only `token`
+    required (an unknown token_type_hint is ignored, RFC 7009 §2.1 and RFC 7662 §2.1), and a
+    token looked up as one of our JWT access tokens or a refresh token."""
 
     CLIENT_AUTH_METHODS = AUTH_METHODS
 
     def check_params(self, request, client):
-        """Only `token` is required; an unknown token_type_hint is ignored (RFC 7009 §2.1)."""
         _require_token_param(request)
 
     def query_token(self, token_string, token_type_hint):
         if token_type_hint != "refresh_token" and "." in token_string:
             return _our_access_token(token_string)
         return tokens.find(token_string)
+
+
+class RevocationEndpoint(_OurTokens, rfc7009.RevocationEndpoint):
+    """RFC 7009: a client revokes its own access or refresh tokens."""
 
     def revoke_token(self, token, request) -> None:
         if isinstance(token, tokens.AccessToken):
@@ -552,19 +557,8 @@ class RevocationEndpoint(rfc7009.RevocationEndpoint):
             tokens.revoke_family(token.family_id, reason="refresh_token_revoked")
 
 
-class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):
+class IntrospectionEndpoint(_OurTokens, rfc7662.IntrospectionEndpoint):
     """RFC 7662 for agencies' APIs: a client may introspect tokens issued to it."""
-
-    CLIENT_AUTH_METHODS = AUTH_METHODS
-
-    def check_params(self, request, client):
-        """Only `token` is required; an unknown token_type_hint is ignored (RFC 7662 §2.1)."""
-        _require_token_param(request)
-
-    def query_token(self, token_string, token_type_hint):
-        if token_type_hint != "refresh_token" and "." in token_string:
-            return _our_access_token(token_string)
-        return tokens.find(token_string)
 
     def check_permission(self, token, client, request) -> bool:
         return token.check_client(client)
