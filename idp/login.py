@@ -95,15 +95,15 @@ def identify_submit():
 
     keys = ratelimit.Keys.of(national_id, mobile, audit.client_ip())
     subject_fp = audit.fingerprint("nid", national_id)
+    kind = "totp" if request.form.get("method") == "totp" else "sms"
     try:
-        ratelimit.check_send(keys)
+        ratelimit.check_send(keys, sms=kind == "sms")
     except ratelimit.RateLimited as exc:
         raise _limited(exc, rid) from None
     citizen = citizens.find_by_national_id(national_id)
     matched = citizen is not None and citizen.mobile == mobile
-    kind = "totp" if request.form.get("method") == "totp" else "sms"
     challenge_id = otp.start(citizen.id if matched else None, mobile, kind=kind,
-                             totp_ready=matched and totp.is_enrolled(citizen))
+                             totp_ready=matched and totp.is_enrolled(citizen), count_in=ratelimit.sent_window(keys))
     audit.record("login_started", subject_fp=subject_fp, client_id=interaction["client_id"],
                  code_to=mask_mobile(mobile), matched=matched)
     interaction.update({"challenge": challenge_id, "mobile_masked": mask_mobile(mobile), "nid_fp": subject_fp,
@@ -144,10 +144,13 @@ def resend():
     interaction = _interaction(rid)
     if not interaction.get("challenge"):
         return redirect(url_for("login.identify", r=rid), code=303)
+    keys = ratelimit.Keys(ip="", pair=interaction["pair_fp"], mobile=interaction["mobile_fp"])
     try:
         ratelimit.check_ip("starts_per_ip")
-        ratelimit.check_send(ratelimit.Keys(ip="", pair=interaction["pair_fp"], mobile=interaction["mobile_fp"]))
-        otp.resend(interaction["challenge"])
+        # the wait first: a press refused as too soon must not spend the owner's send budget
+        challenge = otp.resendable(interaction["challenge"])
+        ratelimit.check_send(keys)
+        otp.resend(interaction["challenge"], challenge, count_in=ratelimit.sent_window(keys))
     except ratelimit.RateLimited as exc:
         raise _limited(exc, rid) from None
     except otp.ResendTooSoon as exc:

@@ -19,11 +19,12 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import current_app
+from flask import after_this_request, current_app
 
 from . import metrics
 from .extensions import settings, store
 from .sms import SmsError, message_text
+from .store import Window
 
 log = logging.getLogger("idp.otp")
 
@@ -113,16 +114,31 @@ def _deliver(app, challenge_id: str, send_id: str, to: str, code: str, text: str
 
 
 def _dispatch(challenge_id: str, send_id: str, citizen_id: str, to: str, code: str) -> None:
-    """Queue the message for a registered pair; for an unknown pair queue nothing, equally fast."""
-    if not citizen_id:
-        return
+    """Queue the message for a registered pair, once this request's answer has been sent; for
+    an unknown pair queue nothing, after the same preparation.
+
+    The sender thread runs in this process and its work (the gateway, the outbox, the audit
+    row) competes with the request for the interpreter and the database: started before the
+    answer, it made a registered pair's answer measurably slower (a timing oracle)."""
     app = current_app._get_current_object()
-    _pool().submit(_deliver, app, challenge_id, send_id, to, code, message_text(code, settings.server.issuer))
+    pool = _pool()
+    text = message_text(code, settings.server.issuer)
+
+    def send() -> None:
+        if citizen_id:
+            pool.submit(_deliver, app, challenge_id, send_id, to, code, text)
+
+    @after_this_request
+    def _send_after_the_answer(response):
+        response.call_on_close(send)
+        return response
 
 
-def start(citizen_id: int | None, mobile: str, kind: str = "sms", totp_ready: bool = False) -> str:
+def start(citizen_id: int | None, mobile: str, kind: str = "sms", totp_ready: bool = False,
+          count_in: Window | None = None) -> str:
     """Open a challenge; returns its id. ``kind`` is sms (a code is queued for a citizen) or totp
-    (the code comes from the citizen's authenticator app; nothing is sent).
+    (the code comes from the citizen's authenticator app; nothing is sent). A code really sent
+    is counted in the ``count_in`` window, in the challenge's own write.
 
     For an unknown pair (``citizen_id`` None), or an app code asked of a citizen with no app,
     no code can ever match, and the pages look exactly the same.
@@ -131,33 +147,43 @@ def start(citizen_id: int | None, mobile: str, kind: str = "sms", totp_ready: bo
     send_id = secrets.token_hex(4)
     code = new_code()
     cid = "" if citizen_id is None else str(citizen_id)
-    sends = kind == "sms" and cid
-    store.put_challenge(challenge_id, {"code_hash": _code_hash(challenge_id, code) if sends else secrets.token_hex(32),
+    # The same work for every pair: for an unknown pair the code is made, hashed and dropped
+    # (verify never accepts a challenge without a citizen); an app-code challenge's code is
+    # never sent, so it can never be entered either.
+    store.put_challenge(challenge_id, {"code_hash": _code_hash(challenge_id, code),
                                        "citizen_id": cid, "to": mobile, "kind": kind,
                                        "totp": "1" if (kind == "totp" and totp_ready and cid) else "",
                                        "sent_at": str(int(time.time())), "state": "queued", "send_id": send_id},
-                        ttl=settings.login.otp_ttl)
+                        ttl=settings.login.otp_ttl, count_in=count_in if kind == "sms" else None,
+                        spend=kind == "sms" and bool(cid))
     if kind == "sms":
         _dispatch(challenge_id, send_id, cid, mobile, code)
     return challenge_id
 
 
-def resend(challenge_id: str) -> None:
-    """A new SMS code for the same challenge (wrong tries so far still count); from an app-code
-    challenge this switches to SMS at once."""
+def resendable(challenge_id: str) -> dict:
+    """The challenge, if a new code may be sent for it now; raises OtpExpired or ResendTooSoon.
+
+    Asked before any send budget is counted: a press that is refused as too soon costs nothing."""
     challenge = store.get_challenge(challenge_id)
     if challenge is None:
         raise OtpExpired()
     wait = resend_wait(challenge)
     if wait:
         raise ResendTooSoon(wait)
+    return challenge
+
+
+def resend(challenge_id: str, challenge: dict, count_in: Window | None = None) -> None:
+    """A new SMS code for the same challenge (from ``resendable``; wrong tries so far still
+    count); from an app-code challenge this switches to SMS at once."""
     code = new_code()
     send_id = secrets.token_hex(4)
     cid = challenge["citizen_id"]
-    code_hash = _code_hash(challenge_id, code) if cid else secrets.token_hex(32)
-    if not store.update_challenge(challenge_id, {"code_hash": code_hash, "sent_at": str(int(time.time())),
-                                                 "state": "queued", "kind": "sms", "totp": "", "send_id": send_id},
-                                  ttl=settings.login.otp_ttl):
+    if not store.update_challenge(challenge_id, {"code_hash": _code_hash(challenge_id, code),
+                                                 "sent_at": str(int(time.time())), "state": "queued", "kind": "sms",
+                                                 "totp": "", "send_id": send_id},
+                                  ttl=settings.login.otp_ttl, count_in=count_in, spend=bool(cid)):
         raise OtpExpired()
     _dispatch(challenge_id, send_id, cid, challenge["to"], code)
 

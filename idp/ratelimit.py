@@ -4,7 +4,9 @@ Keys are HMAC fingerprints, never raw national IDs, mobiles or addresses. The na
 limits are counted per national ID + mobile *pair*: for the citizen that is exactly "per
 national ID" (one mobile is theirs), and it makes a wrong mobile behave exactly like the
 right one, so no limit tells a stranger whether a pair is registered, and a stranger who
-does not know the mobile cannot use up or lock the owner's codes.
+does not know the mobile cannot use up or lock the owner's codes. The per-mobile budget
+(several citizens may share a number) is spent only by codes actually sent, to a registered
+pair, so knowing a mobile number alone spends nothing either.
 
 Wrong codes in a row start escalating cool-offs, never a permanent lock, and the run is
 capped (NIST SP 800-63B §5.2.2: at most 100 consecutive failures) until it is forgotten.
@@ -17,6 +19,7 @@ from . import audit
 from . import metrics
 from .config import parse_rate
 from .extensions import settings, store
+from .store import Window
 
 
 class RateLimited(Exception):
@@ -47,13 +50,22 @@ def _enabled() -> bool:
     return settings.limits.enabled
 
 
-def _hit(name: str, fp: str) -> None:
+def _window(name: str, fp: str) -> Window:
     count, period = parse_rate(getattr(settings.limits, name))
-    wait = store.hit_window(name, fp, count, period)
+    return Window(name, fp, count, period)
+
+
+def _refused(name: str, wait: int) -> None:
+    audit.record("rate_limited", limit=name, wait=wait)
+    metrics.rate_limited(name)
+    raise RateLimited(name, wait)
+
+
+def _hit(name: str, fp: str) -> None:
+    window = _window(name, fp)
+    wait = store.hit_window(name, fp, window.count, window.period)
     if wait:
-        audit.record("rate_limited", limit=name, wait=wait)
-        metrics.rate_limited(name)
-        raise RateLimited(name, wait)
+        _refused(name, wait)
 
 
 def check_ip(name: str) -> None:
@@ -71,14 +83,31 @@ def check_cooloff(pair_fp: str) -> None:
         raise RateLimited("cooloff", wait, cooloff=True)
 
 
-def check_send(keys: Keys) -> None:
-    """Before a code is sent (or would be, for an unknown pair): cool-off, then every send window."""
+def check_send(keys: Keys, sms: bool = True) -> None:
+    """Before a login starts (or a code is resent): the pair's cool-off and send windows, then,
+    when a text message is asked for, whether the mobile's window has room.
+
+    The pair's windows are spent by every start, whether or not the pair is registered: only
+    someone who knows the pair can spend them. The mobile's window is only *read* here; it is
+    spent by a code actually sent to a registered pair (``sent_window``), so a stranger who
+    knows nothing but a mobile number cannot use up its owner's budget. Its answer is the same
+    for every national ID typed with that mobile, so it tells nothing about who is registered.
+    """
     if not _enabled():
         return
     check_cooloff(keys.pair)
     _hit("codes_per_national_id", keys.pair)
     _hit("codes_per_national_id_daily", keys.pair)
-    _hit("codes_per_mobile", keys.mobile)
+    if sms:
+        window = _window("codes_per_mobile", keys.mobile)
+        wait = store.window_wait(window.limit, window.fp, window.count, window.period)
+        if wait:
+            _refused(window.limit, wait)
+
+
+def sent_window(keys: Keys) -> Window | None:
+    """The window a code actually sent to this pair's mobile is counted in (None: limits off)."""
+    return _window("codes_per_mobile", keys.mobile) if _enabled() else None
 
 
 def record_wrong_code(pair_fp: str, subject_fp: str | None) -> int:

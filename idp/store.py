@@ -39,6 +39,7 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -54,6 +55,16 @@ def _sha(value: str) -> str:
 #: Lifetime of a record a late write re-created by accident (HSET/HINCRBY on a challenge that
 #: just ended) until its clean-up deletes it: it expires even if the process dies in between.
 ORPHAN_TTL = 60
+
+
+@dataclass(frozen=True)
+class Window:
+    """One sliding window of a named limit for one fingerprint: ``count`` hits per ``period`` s."""
+
+    limit: str
+    fp: str
+    count: int
+    period: int
 
 
 class StoreUnavailable(Exception):
@@ -116,13 +127,18 @@ class Store:
         self.redis.delete(self._k("req", request_id))
 
     # ---- OTP challenges ---------------------------------------------------------------------
-    def put_challenge(self, challenge_id: str, fields: dict[str, str], ttl: int) -> None:
-        """Store a challenge (code hash, citizen, counters) with its lifetime."""
+    def put_challenge(self, challenge_id: str, fields: dict[str, str], ttl: int,
+                      count_in: Window | None = None, spend: bool = False) -> None:
+        """Store a challenge (code hash, citizen, counters) with its lifetime. ``count_in`` is the
+        send window of its mobile: one hit is recorded in it, in the same transaction, when
+        ``spend`` (a code really sent); otherwise it is only read, with as many commands."""
         key = self._k("otp", challenge_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(key)
         pipe.hset(key, mapping={**fields, "attempts": 0})
         pipe.expire(key, ttl)
+        if count_in is not None:
+            self._hit_or_look(pipe, count_in, spend)
         pipe.execute()
 
     def get_challenge(self, challenge_id: str) -> dict[str, str] | None:
@@ -137,8 +153,10 @@ class Store:
         fields["ttl"] = str(max(ttl, 0))
         return fields
 
-    def update_challenge(self, challenge_id: str, fields: dict[str, str], ttl: int | None = None) -> bool:
-        """Change fields of a live challenge (and optionally its lifetime); False if it is gone."""
+    def update_challenge(self, challenge_id: str, fields: dict[str, str], ttl: int | None = None,
+                         count_in: Window | None = None, spend: bool = False) -> bool:
+        """Change fields of a live challenge (and optionally its lifetime); False if it is gone.
+        ``count_in`` and ``spend`` as in put_challenge."""
         key = self._k("otp", challenge_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.exists(key)
@@ -146,6 +164,10 @@ class Store:
         # A key HSET made from nothing gets a TTL in the same transaction (NX: a live challenge's
         # TTL is kept), so it expires even if the clean-up below never runs (Redis >= 7.0).
         pipe.expire(key, ttl or ORPHAN_TTL, **({} if ttl else {"nx": True}))
+        if count_in is not None:
+            # in the same round trip whatever the pair, so a registered pair's resend takes no
+            # longer; a challenge that ended in the very same instant costs one hit for nothing
+            self._hit_or_look(pipe, count_in, spend)
         exists = pipe.execute()[0]
         if not exists:
             self.redis.delete(key)  # HSET on a missing key made one without a TTL
@@ -333,6 +355,20 @@ class Store:
         self.redis.delete(self._k("totp-new", sid))
 
     # ---- rate limits ------------------------------------------------------------------------
+    def _hit_or_look(self, pipe, window: Window, hit: bool) -> None:
+        """Queue on a pipeline one hit of a sliding window (no check: the caller checked), or,
+        when not ``hit``, the same number of commands that change nothing but stale hits: the
+        two paths cost the same, so their timing tells nothing (a code sent or not)."""
+        key = self._k("rl", window.limit, window.fp)
+        now = time.time()
+        pipe.zremrangebyscore(key, 0, now - window.period)
+        if hit:
+            pipe.zadd(key, {f"{now:.6f}:{os.urandom(4).hex()}": now})
+            pipe.expire(key, window.period)
+        else:
+            pipe.zscore(key, f"{now:.6f}:{os.urandom(4).hex()}")
+            pipe.ttl(key)
+
     def hit_window(self, limit: str, fp: str, count: int, period: int) -> int:
         """Record one hit in a sliding window; returns 0 if allowed, else seconds to wait.
 

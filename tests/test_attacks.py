@@ -913,7 +913,9 @@ def test_cookies_are_secure_and_httponly_under_an_https_issuer(tmp_path, redis_u
         set_cookies: list[str] = []
 
         def call(method: str, url: str, **kw):
-            r = http.open(url, method=method, base_url=issuer, headers={"Referer": issuer + "/"}, **kw)
+            # buffered: the response is read and closed, as a server does (codes go out on close)
+            r = http.open(url, method=method, base_url=issuer, headers={"Referer": issuer + "/"}, buffered=True,
+                          **kw)
             set_cookies.extend(r.headers.getlist("Set-Cookie"))
             return r
 

@@ -18,9 +18,13 @@ from idp.national_id import make_national_id
 
 from .conftest import GENEROUS_IP_LIMITS
 from .helpers import form_fields
+from .test_multinode import fresh_database  # noqa: F401 - a fixture
 
 SAMPLES = 60
 WARMUP = 10
+#: The fine measurement under `idp serve`: samples per case, and the gap in medians it allows.
+FINE_SAMPLES = 300
+FINE_TOLERANCE = 0.00035
 
 
 def _interaction(provider, client):
@@ -116,6 +120,61 @@ def test_a_slow_gateway_adds_no_time_for_registered_pairs(make_provider):
                           and len(gateway.requests) > sent_before, 10), len(gateway.requests)
     finally:
         gateway.shutdown()
+
+
+def test_identify_takes_the_same_time_under_idp_serve(tmp_path, fresh_database, redis_url):
+    """`idp serve` as shipped, many samples, a fine tolerance: a registered pair's answer must not
+    take longer by even a fraction of a millisecond (it took 0.8-1.9 ms longer while the code
+    was handed to the sender before the answer was sent).
+
+    Each request opens its own connection, so requests spread over the workers as a stranger's
+    would, and the figure is the request's own work rather than which worker a kept-alive
+    connection happens to sit on."""
+    from .test_multinode import Deployment
+
+    dep = Deployment(tmp_path, fresh_database, redis_url)
+    try:
+        node = dep.start_node()
+        client = dep.add_client()
+        national_id, mobile = dep.add_citizen()
+        cases = {"registered pair": (national_id, mobile),
+                 "wrong mobile": (national_id, "+98935" + mobile[6:]),
+                 "unknown national ID": (make_national_id("918273645"), mobile)}
+        browsers = {name: node.flow() for name in cases}
+        pages = {name: b.start(client[0], client[2]) for name, b in browsers.items()}
+        forms = {name: (browsers[name].http, pages[name].url, form_fields(pages[name].text)["csrf_token"])
+                 for name in cases}
+
+        def measure():
+            timings = {name: [] for name in cases}
+            order = [name for name in cases for _ in range(FINE_SAMPLES)]
+            random.shuffle(order)
+            for name in order:
+                http, url, csrf = forms[name]
+                nid, typed = cases[name]
+                t0 = time.perf_counter()
+                r = http.post(url, data={"csrf_token": csrf, "national_id": nid, "mobile": typed},
+                              headers={"Connection": "close"}, allow_redirects=False, timeout=10)
+                timings[name].append(time.perf_counter() - t0)
+                assert r.status_code == 303, r.text[:300]
+            return {k: statistics.median(v[WARMUP:]) for k, v in timings.items()}
+
+        gaps = []
+        for _ in range(3):  # a real difference shows in every run; a busy machine's noise does not
+            medians = measure()
+            base = min(medians.values())
+            spread = max(medians.values()) - base
+            if spread < max(FINE_TOLERANCE, 0.07 * base):
+                break
+            gaps.append(f"{spread * 1000:.2f} ms (" + ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in medians.items())
+                        + ")")
+        else:
+            raise AssertionError("timing differs: " + "; ".join(gaps))
+        dep.outbox.settle()
+        assert dep.outbox.messages(mobile), "codes did go out to the registered pair"
+    finally:
+        dep.stop()
+        dep.forget_store_keys()
 
 
 def test_same_answer_and_time_when_a_limit_is_hit(make_provider):

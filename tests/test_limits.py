@@ -168,6 +168,82 @@ def test_a_stranger_with_a_wrong_mobile_cannot_lock_the_owner(make_provider):
     assert done.is_redirect, "the owner is not affected"
 
 
+def _random_national_id() -> str:
+    import secrets
+
+    from idp.national_id import make_national_id
+
+    return make_national_id(f"{secrets.randbelow(10**9):09d}")
+
+
+def test_a_stranger_who_knows_only_the_mobile_cannot_spend_its_owners_budget(make_provider):
+    """Hundreds of starts with random (valid) national IDs and the victim's mobile, asking for
+    SMS and for the app: the owner's next start still sends a code (defaults: 20 per mobile a day)."""
+    provider = limited(make_provider)
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    stranger = Browser(provider, "10.8.0.1")
+    page = stranger.start(client[0], client[2])
+    for i in range(300):
+        fields = {"national_id": _random_national_id(), "mobile": mobile}
+        if i % 2:
+            fields["method"] = "totp"
+        answer = stranger.submit(page, fields)
+        assert answer.status_code == 303, (i, answer.status_code)
+    provider.outbox.settle()
+    assert provider.outbox.messages(mobile) == [], "nothing was sent to the victim"
+    for method in ("sms", "totp"):
+        owner = Browser(provider, "10.8.0.2")
+        page = owner.start(client[0], client[2])
+        answer = owner.submit(page, {"national_id": national_id, "mobile": mobile,
+                                     **({"method": "totp"} if method == "totp" else {})})
+        assert answer.status_code == 303, (method, answer.status_code, answer.headers.get("Retry-After"))
+    assert provider.outbox.last_code(mobile)
+
+
+def test_the_mobile_budget_counts_codes_sent_and_says_the_same_to_everyone(make_provider):
+    """Two citizens sharing a number spend its budget with codes really sent; then every start
+    by SMS with that number is refused alike, registered or not, and the app still works."""
+    provider = limited(make_provider, codes_per_mobile="2/86400")
+    client = provider.add_client()
+    first, mobile = provider.add_citizen()
+    second, _ = provider.add_citizen(mobile=mobile)
+    for nid in (first, second):
+        assert start_login(provider, Browser(provider, "10.9.0.1"), client, nid, mobile)[0].status_code == 303
+    assert provider.outbox.last_code(mobile, after=1)
+    pages = []
+    for nid in (first, _random_national_id()):
+        answer, _ = start_login(provider, Browser(provider, "10.9.0.2"), client, nid, mobile)
+        assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 86000
+        pages.append((answer.headers["Retry-After"][:3],
+                      re.sub(r"r=[A-Za-z0-9_\-]+|csrf_token[^>]*|\d+ (?:ساعت|hours?)", "", answer.text)))
+    assert pages[0] == pages[1], "the refusal tells nothing about who is registered"
+    browser = Browser(provider, "10.9.0.3")
+    page = browser.start(client[0], client[2])
+    answer = browser.submit(page, {"national_id": first, "mobile": mobile, "method": "totp"})
+    assert answer.status_code == 303, "an app code sends nothing and spends nothing"
+    provider.outbox.settle()
+    assert len(provider.outbox.messages(mobile)) == 2
+
+
+def test_early_resend_presses_cost_no_send_budget(make_provider):
+    """A start and four presses of "send again" refused as too soon: one SMS, and the owner's
+    next start is not refused (the default allows 5 codes per 15 minutes)."""
+    provider = limited(make_provider)
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = Browser(provider, "10.10.0.1")
+    page = code_page(provider, browser, client, national_id, mobile)
+    for _ in range(4):
+        early = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
+                                  data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
+        assert early.status_code == 429 and "Retry-After" not in early.headers
+    answer, _ = start_login(provider, Browser(provider, "10.10.0.2"), client, national_id, mobile)
+    assert answer.status_code == 303, answer.headers.get("Retry-After")
+    assert provider.outbox.last_code(mobile, after=1)
+    assert len(provider.outbox.messages(mobile)) == 2
+
+
 def test_limits_off_still_keeps_the_challenge_rules(make_provider):
     provider = make_provider(limits={"enabled": False, "codes_per_national_id": "1/900"})
     client = provider.add_client()
