@@ -205,6 +205,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              "many phones behind one address: raise it if the proxy_hops setting cannot help.",
                              _rate),
         "code_checks_per_ip": Key(str, "60/60", "One-time codes checked per client IP.", _rate),
+        "paused_requests_per_ip": Key(str, "60/60",
+                                      "Authorization requests per client IP that pause for a login (each is kept\n"
+                                      "in the store, a few KB, until the login ends or [login] pending_ttl passes).",
+                                      _rate),
         "codes_per_national_id": Key(str, "5/900",
                                      "Codes sent per national ID (counted per national ID + mobile pair, so that\n"
                                      "a wrong mobile behaves exactly like the right one and a stranger who does\n"

@@ -557,8 +557,15 @@ class RevocationEndpoint(_OurTokens, rfc7009.RevocationEndpoint):
             tokens.revoke_family(token.family_id, reason="refresh_token_revoked")
 
 
+#: Introspection tells an API about a citizen's token: only a client that proves who it is may
+#: ask (RFC 7662 §2.1, §4), never a public client naming itself by its client_id alone.
+INTROSPECTION_AUTH_METHODS = [m for m in AUTH_METHODS if m != "none"]
+
+
 class IntrospectionEndpoint(_OurTokens, rfc7662.IntrospectionEndpoint):
     """RFC 7662 for agencies' APIs: a client may introspect tokens issued to it."""
+
+    CLIENT_AUTH_METHODS = INTROSPECTION_AUTH_METHODS
 
     def check_permission(self, token, client, request) -> bool:
         return token.check_client(client)
@@ -631,7 +638,7 @@ def discovery_document() -> dict[str, Any]:
         "revocation_endpoint": f"{iss}/revoke",
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint": f"{iss}/introspect",
-        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": INTROSPECTION_AUTH_METHODS,
         "subject_types_supported": ["pairwise", "public"],
         "id_token_signing_alg_values_supported": [settings.keys.id_token_alg],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,

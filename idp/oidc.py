@@ -21,9 +21,9 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError, R
 from flask import Blueprint, Request, Response, current_app, jsonify, redirect, request, url_for
 from werkzeug.test import EnvironBuilder
 
-from . import citizens, sessions
+from . import citizens, ratelimit, sessions
 from . import metrics
-from .errors import BadAuthorizationRequest, InteractionGone, UnknownClient, json_error
+from .errors import BadAuthorizationRequest, InteractionGone, TooManyRequests, UnknownClient, json_error
 from .extensions import csrf, db, keyring, settings
 from .i18n import use_ui_locales
 from .keys import JWKS_CACHE_SECONDS
@@ -72,6 +72,27 @@ def _request_pairs(req: Request) -> list[tuple[str, str]]:
         if len(key) > 64 or len(value) > _MAX_PARAM or _CONTROL.search(key) or _CONTROL.search(value):
             raise BadAuthorizationRequest("invalid_request", "Malformed parameter")
     return pairs
+
+
+#: The authorization request parameters this provider understands, with the longest value of
+#: each it accepts. Only these are kept while the person logs in (RFC 6749 §3.1: unrecognized
+#: parameters are ignored), so the store holds a few KB per paused request, whatever is sent.
+UNDERSTOOD = {"response_type": 32, "client_id": 64, "redirect_uri": 2048, "scope": 512, "state": 1024,
+              "nonce": 256, "code_challenge": 128, "code_challenge_method": 16, "prompt": 64, "max_age": 10,
+              "acr_values": 256, "login_hint": 256, "id_token_hint": 2048, "ui_locales": 64, "response_mode": 32}
+
+
+def _check_lengths(http_request: Request, redirect_uri: str) -> None:
+    """Refuse a parameter longer than its cap (the redirect URI is validated by now)."""
+    for name, longest in UNDERSTOOD.items():
+        if len(http_request.values.get(name) or "") > longest:
+            raise InvalidRequestError(f"Parameter '{name}' is too long", redirect_uri=redirect_uri)
+
+
+def _kept_parameters(http_request: Request) -> list[tuple[str, str]]:
+    """What is stored of a request that pauses for a login: the understood parameters, once each
+    (repeats were refused before this point)."""
+    return [(name, http_request.values[name]) for name in UNDERSTOOD if name in http_request.values]
 
 
 def _replayed_request(pairs: list[list[str]]) -> Request:
@@ -171,7 +192,11 @@ def _pause(http_request: Request, client, session: dict | None, paused: tuple[st
         if not sessions.update_interaction(rid, interaction):
             raise InteractionGone()
     else:
-        rid = sessions.start_interaction(list(http_request.values.items(multi=True)), client.client_id, **state)
+        try:
+            ratelimit.check_ip("paused_requests_per_ip")
+        except ratelimit.RateLimited as exc:
+            raise TooManyRequests(exc.retry_after) from None
+        rid = sessions.start_interaction(_kept_parameters(http_request), client.client_id, **state)
     response = redirect(url_for(endpoint, r=rid), code=303)
     sessions.bind_interaction(response, rid)
     return response
@@ -208,6 +233,7 @@ def _authorize(http_request: Request, session: dict | None, paused: tuple[str, d
         client = grant.request.client
         redirect_uri = oauth_request.payload.redirect_uri or client.get_default_redirect_uri()
         _check_single_values(http_request, redirect_uri)
+        _check_lengths(http_request, redirect_uri)
         _check_unsupported(http_request, redirect_uri)
         prompts = set((http_request.values.get("prompt") or "").split())
         if not fresh and _needs_login(principal, http_request, client, prompts, redirect_uri):
@@ -250,6 +276,10 @@ def _finish(paused: tuple[str, dict] | None, response: Response) -> Response:
 def authorize():
     """The authorization endpoint (RFC 6749 §3.1, OIDC Core §3.1.2)."""
     _request_pairs(request)
+    if not request.values.get("redirect_uri"):
+        # OIDC Core §3.1.2.1: REQUIRED (RFC 6749 would fall back on the registered one). Without
+        # it there is nowhere validated to send the error to: a page.
+        raise BadAuthorizationRequest("invalid_request", "Missing 'redirect_uri'")
     return _authorize(request._get_current_object(), sessions.current_session())
 
 

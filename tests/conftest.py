@@ -26,7 +26,8 @@ REDIS_URL = os.environ.get("IDP_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-GENEROUS_IP_LIMITS = {"starts_per_ip": "100000/60", "code_checks_per_ip": "100000/60"}
+GENEROUS_IP_LIMITS = {"starts_per_ip": "100000/60", "code_checks_per_ip": "100000/60",
+                      "paused_requests_per_ip": "100000/60"}
 
 
 def need(service: str, reason: str):

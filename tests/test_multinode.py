@@ -32,6 +32,7 @@ PG_ADMIN_URL = os.environ.get("IDP_TEST_PG_ADMIN", "postgresql://postgres@127.0.
 #: Every request of these tests comes from 127.0.0.1 and many logins are of one citizen: the
 #: limits are tested on their own (tests/test_limits.py).
 GENEROUS_LIMITS = {"IDP_LIMITS_STARTS_PER_IP": "1000000/60", "IDP_LIMITS_CODE_CHECKS_PER_IP": "1000000/60",
+                   "IDP_LIMITS_PAUSED_REQUESTS_PER_IP": "1000000/60",
                    "IDP_LIMITS_CODES_PER_NATIONAL_ID": "1000000/900",
                    "IDP_LIMITS_CODES_PER_NATIONAL_ID_DAILY": "1000000/86400",
                    "IDP_LIMITS_CODES_PER_MOBILE": "1000000/86400"}

@@ -137,6 +137,28 @@ def test_introspection_needs_client_authentication_and_ownership(provider):
     assert r.status_code == 200, "RFC 7009: an unknown token is not an error"
 
 
+def test_a_public_client_cannot_introspect_but_may_revoke_its_own_tokens(provider):
+    """Introspection answers only an authenticated client (RFC 7662 §2.1): a public client
+    naming itself by client_id alone is refused, even for its own token. Revocation of its own
+    tokens stays open to it (RFC 7009 §5 names public clients)."""
+    client_id, _, redirect = provider.add_client(public=True)
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+    result = browser.login(client_id, redirect, national_id, mobile)
+    token = browser.exchange(client_id, None, redirect, result["code"]).json()
+    r = requests.post(f"{provider.url}/introspect", data={"token": token["access_token"], "client_id": client_id},
+                      timeout=10)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+    meta = requests.get(f"{provider.url}/.well-known/openid-configuration", timeout=10).json()
+    assert "none" not in meta["introspection_endpoint_auth_methods_supported"]
+    r = requests.post(f"{provider.url}/revoke", data={"token": token["access_token"], "client_id": client_id},
+                      timeout=10)
+    assert r.status_code == 200
+    info = requests.get(f"{provider.url}/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"},
+                        timeout=10)
+    assert info.status_code == 401
+
+
 def test_scopes_national_id_and_age(provider):
     client_id, secret, redirect = provider.add_client(scope="openid national_id age")
     national_id, mobile = provider.add_citizen(birth_date="2000-01-01")
