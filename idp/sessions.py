@@ -2,8 +2,8 @@
 
 An interaction is the authorization request a person is logging in for. It is bound to the
 browser that started it by a cookie, so a login link copied to another browser is useless.
-An SSO session is server-side; the browser holds only its random id in an HttpOnly cookie,
-which is replaced at every login (no session fixation).
+An SSO session is server-side; the browser holds only a random secret in an HttpOnly cookie,
+replaced at every login (no session fixation), and the store keeps only a hash of it.
 """
 from __future__ import annotations
 
@@ -87,25 +87,28 @@ def create_session(citizen, method: str, response: Response) -> dict[str, Any]:
     flask_session.clear()
     old = request.cookies.get(SSO_COOKIE)
     if old and len(old) <= 64:
-        store.delete_session(old)
-    # Two ids: `sid` is the secret in the cookie; `psid` is the public one that tokens carry as
-    # their `sid` claim (OIDC Back-Channel Logout §2.1). Agencies must never learn the cookie.
-    sid = secrets.token_urlsafe(32)
+        store.delete_session(store.session_id(old))
+    # The cookie holds a secret that is never stored: the store knows the session by a hash of
+    # it (`sid`), so whoever reads the store (a replica, a backup) cannot present a session.
+    # The public id `psid` is what tokens carry as their `sid` claim (OIDC Back-Channel Logout
+    # §2.1): agencies never learn either of the other two.
+    cookie = secrets.token_urlsafe(32)
+    sid = store.session_id(cookie)
     session = {"sid": sid, "psid": secrets.token_urlsafe(16), "citizen_id": citizen.id,
                "auth_time": int(time.time()), "method": method, "clients": [],
                "sk": citizen.subject_key, "bd": citizen.birth_date.isoformat(),
                "adult": citizen.first_adult_authenticated_at is not None}
     store.put_session(sid, session, ttl=settings.login.session_ttl)
-    response.set_cookie(SSO_COOKIE, sid, **_cookie_args())
+    response.set_cookie(SSO_COOKIE, cookie, **_cookie_args())
     return session
 
 
 def current_session() -> dict[str, Any] | None:
     """The live SSO session of this browser, or None."""
-    sid = request.cookies.get(SSO_COOKIE)
-    if not sid or len(sid) > 64:
+    cookie = request.cookies.get(SSO_COOKIE)
+    if not cookie or len(cookie) > 64:
         return None
-    return store.get_session(sid)
+    return store.get_session(store.session_id(cookie))
 
 
 def note_client(session: dict[str, Any], client_id: str) -> None:

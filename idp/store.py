@@ -11,7 +11,8 @@ Key schema (all under the configured prefix):
 ``otp:{id}``                          an OTP challenge (hash: code hash, citizen, attempts, state)
 ``sms-down``                          set for a minute after the SMS gateway failed
 ``totp-new:{sid}``                    an authenticator secret shown but not yet confirmed
-``sess:{sid}``                        a single sign-on session (JSON)
+``sess:{sid}``                        a single sign-on session (JSON); ``sid`` = sha256 of the
+                                      browser's cookie (``session_id``), never the cookie itself
 ``psid:{public sid}``                 the session a public id (the `sid` claim in tokens) belongs to
 ``sess-ended:{public sid}``           a session that ended: its access tokens are refused
 ``sess-of:{citizen_id}``              the ids of a citizen's SSO sessions (set; TTL = session_ttl,
@@ -203,6 +204,12 @@ class Store:
         return self.redis.delete(self._k("otp", challenge_id)) == 1
 
     # ---- single sign-on sessions ------------------------------------------------------------
+    @staticmethod
+    def session_id(cookie: str) -> str:
+        """What a session is known by in the store: a hash of its cookie, as codes and refresh
+        tokens are stored hashed, so reading the store gives no one a session to present."""
+        return _sha(cookie)
+
     def put_session(self, sid: str, payload: dict[str, Any], ttl: int) -> None:
         """Create an SSO session, the lookup from its public id (``psid``), and its place in its
         citizen's set (which lives as long as the citizen's newest session): one round trip."""

@@ -143,8 +143,10 @@ def _paused(provider, browser, client_id: str, scope: str, sid: str | None = Non
         args = [["response_type", "code"], ["client_id", client_id], ["scope", scope], ["state", "s-1"],
                 *[[k, v] for k, v in extra.items()]]
         rid = sessions.start_interaction(args, client_id)
+        from idp.extensions import store
+
         sessions.update_interaction(rid, {"args": args, "client_id": client_id, "created": 0, "return_to": None,
-                                          "sid": sid or browser.http.cookies.get("idp_sso")})
+                                          "sid": sid or store.session_id(browser.http.cookies.get("idp_sso"))})
     browser.http.cookies.set("idp_flow_" + rid[:12], rid, domain="127.0.0.1", path="/")
     return rid
 

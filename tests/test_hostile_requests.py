@@ -1,5 +1,6 @@
-"""What one stranger can make a node keep: the paused authorization request is only what the
-provider understands, capped in length, and limited per client address."""
+"""What one stranger can make a node keep, and what the store gives away: the paused
+authorization request is only what the provider understands, capped in length, and limited per
+client address; single sign-on sessions are stored under a hash of their cookie."""
 from __future__ import annotations
 
 import re
@@ -82,3 +83,33 @@ def test_an_authorization_request_without_redirect_uri_is_refused(make_provider)
     assert answer.status_code == 400 and "Location" not in answer.headers
     assert "invalid_request" in answer.text
 
+
+def _everything_in_the_store(provider) -> str:
+    """Every key under the provider's prefix and every value, as one text."""
+    r = redis.Redis.from_url(provider.settings.store.url)
+    parts = []
+    for key in r.scan_iter(match=provider.settings.store.prefix + "*"):
+        kind = r.type(key).decode()
+        value = {"string": r.get, "hash": r.hgetall, "set": r.smembers, "zset": lambda k: r.zrange(k, 0, -1),
+                 "list": lambda k: r.lrange(k, 0, -1)}.get(kind, lambda k: b"")(key)
+        parts.append(key.decode() + " " + repr(value))
+    return "\n".join(parts)
+
+
+def test_the_store_never_holds_a_session_cookie(make_provider):
+    """Whoever reads the store (a replica, a backup) finds no cookie to present: sessions are
+    kept under a hash of it. The cookie still signs the citizen in to a second agency."""
+    provider = make_provider(limits=GENEROUS_IP_LIMITS)
+    first, second = provider.add_client(), provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+    browser.login(first[0], first[2], national_id, mobile)
+    assert redirect_params(browser.start(second[0], second[2]), second[2])["code"], "SSO by the cookie"
+    cookie = browser.http.cookies.get("idp_sso")
+    assert cookie and len(cookie) >= 40
+    stored = _everything_in_the_store(provider)
+    assert "sess:" in stored and cookie not in stored
+    thief = provider.flow()
+    sid = re.search(r"sess:([0-9a-f]{64})", stored).group(1)
+    thief.http.cookies.set("idp_sso", sid, domain="127.0.0.1", path="/")
+    assert 'name="national_id"' in thief.start(second[0], second[2]).text, "the stored id is not a cookie"
