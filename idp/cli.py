@@ -411,9 +411,16 @@ def citizens_add(obj: Context, national_id, mobile, birth_date, given_name, fami
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def citizens_import(obj: Context, file, report_path, as_json):
-    """Import citizens from CSV (header: national_id,mobile,birth_date[,given_name,family_name,
-    given_name_latin,family_name_latin]) or JSON lines, in one transaction. Known national IDs
-    get the file's mobile, names and birth date; bad rows are reported, not loaded."""
+    """Import citizens from CSV (header: national_id and any of mobile, birth_date, given_name,
+    family_name, given_name_latin, family_name_latin) or JSON lines (one object per line with
+    those keys), in one transaction.
+
+    Only the columns the file holds are written: a column absent from the CSV header, or a key
+    absent from a JSON line, keeps its value for a known citizen. An empty name in a present
+    column clears it; an empty mobile or birth date rejects the row. A new citizen needs
+    national_id, mobile and birth_date. An unknown CSV column refuses the file; an unknown JSON
+    key rejects its row. Rejected rows are reported; the valid rows are still imported.
+    """
     from .registry import import_file
 
     with obj.app.app_context():

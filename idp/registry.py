@@ -5,14 +5,21 @@ national ID again updates its mobile, names and birth date (never its ``subject_
 which every pairwise ``sub`` is derived). Every row is validated; bad rows are reported with
 their line number and reason.
 
+An import writes only the columns its file holds. A column absent from a CSV header, or a key
+absent from one JSON line (per row: each line says what it sets), is never written for a known
+citizen; a present column is authoritative, so an empty optional name in it clears that name,
+while an empty required value (mobile, birth date) rejects the row. A new citizen needs
+national_id, mobile and birth_date; a new one without them is a rejected row. An unknown CSV
+column refuses the file, an unknown JSON key rejects its row: nothing is ignored silently.
+
 Atomicity: one import is one transaction. Valid rows are streamed into a staging table (a
-TEMP table filled by COPY on PostgreSQL) while the file is read; the citizens table is changed
-only after the whole file was read, by two set statements, and committed once. Any failure
-before the commit (an unreadable file, a malformed CSV structure, a database error, the
-report that cannot be written, an interrupt) rolls everything back: an import never
-half-loads. The report of rejected rows is written just before the commit. Rows whose
-values did not change are not written at all, so re-importing the same file is cheap and
-locks nothing a login needs. Two imports never run at once (an advisory lock on PostgreSQL,
+TEMP table filled by COPY on PostgreSQL, by executemany on SQLite) while the file is read; the
+citizens table is changed only after the whole file was read, by the same set statements on
+both databases, and committed once. Any failure before the commit (an unreadable file, a
+malformed CSV structure, a database error, the report that cannot be written, an interrupt)
+rolls everything back: an import never half-loads. The report of rejected rows is written just
+before the commit. Rows whose values did not change are not written at all, so re-importing
+the same file is cheap and locks nothing a login needs. Two imports never run at once (an advisory lock on PostgreSQL,
 the write lock on SQLite).
 
 Lookups go through :class:`CitizenDirectory`, so a live registry service can replace the
@@ -22,6 +29,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import heapq
+import itertools
 import json
 import operator
 import os
@@ -29,14 +38,16 @@ import re
 import secrets
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, runtime_checkable
+from typing import IO, Iterable, Iterator, Protocol, runtime_checkable
 
 from sqlalchemy import or_
+from sqlalchemy.exc import DBAPIError
 
 from .extensions import db
-from .models import Citizen, utcnow
+from .models import Citizen, UTCDateTime, utcnow
 from .national_id import InvalidMobile, InvalidNationalId, parse_mobile, parse_national_id
 
 FIELDS = ("national_id", "mobile", "birth_date", "given_name", "family_name", "given_name_latin",
@@ -45,6 +56,10 @@ REQUIRED = FIELDS[:3]
 NAME_FIELDS = FIELDS[3:]
 #: The registry facts an import sets; everything else in a citizen row belongs to the IdP.
 UPDATED = FIELDS[1:]
+#: Bit i of a staged row's ``present`` mask: the row holds UPDATED[i].
+BIT = {name: 1 << i for i, name in enumerate(UPDATED)}
+#: What a row must hold to add a new citizen (national_id aside, which every row holds).
+NEW_NEEDS = BIT["mobile"] | BIT["birth_date"]
 MAX_NAME = 100
 EARLIEST_BIRTH = dt.date(1900, 1, 1)
 BATCH = 2000  # SQLite executemany batch
@@ -63,6 +78,16 @@ class InvalidCitizen(ValueError):
     """A registry row or file is not acceptable; the message names the field or the file."""
 
 
+class _Absent:
+    """The value of a column that a row does not hold (not the same as an empty value)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+
+
 # ---- validation --------------------------------------------------------------------------------
 
 def _national_id(raw) -> str:
@@ -74,7 +99,7 @@ def _national_id(raw) -> str:
              + b[8] * 2 - 48 * 54) % 11
         if (r if r < 2 else 11 - r) == b[9] - 48:
             return raw
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    if raw is None or raw is ABSENT or (isinstance(raw, str) and not raw.strip()):
         raise InvalidCitizen("national_id: missing")
     if not isinstance(raw, str):
         raise InvalidCitizen("national_id: must be text")
@@ -124,7 +149,8 @@ def _birth_date(raw, latest: dt.date) -> str:
 
 
 def _name(field_name: str, raw) -> str | None:
-    if raw is None:
+    """A name, or None for an empty (or absent) one."""
+    if raw is None or raw is ABSENT:
         return None
     if not isinstance(raw, str):
         raise InvalidCitizen(f"{field_name}: must be text")
@@ -146,14 +172,20 @@ def _latest_birth_date() -> dt.date:
 
 
 def _clean(values, latest: dt.date) -> tuple:
-    """Raw values in FIELDS order -> (national_id, mobile, birth_date ISO, 4 names) or InvalidCitizen."""
+    """Raw values in FIELDS order, ABSENT where the row lacks the column -> (national_id, mobile,
+    birth_date ISO, 4 names, present) with None for absent values and the BIT of each UPDATED
+    column the row holds in ``present``; or InvalidCitizen. An absent value is not validated."""
     nid, mobile, birth, g, f, gl, fl = values
-    return (_national_id(nid), _mobile(mobile), _birth_date(birth, latest), _name("given_name", g),
-            _name("family_name", f), _name("given_name_latin", gl), _name("family_name_latin", fl))
+    present = ((mobile is not ABSENT) | (birth is not ABSENT) << 1 | (g is not ABSENT) << 2
+               | (f is not ABSENT) << 3 | (gl is not ABSENT) << 4 | (fl is not ABSENT) << 5)
+    return (_national_id(nid), None if mobile is ABSENT else _mobile(mobile),
+            None if birth is ABSENT else _birth_date(birth, latest), _name("given_name", g),
+            _name("family_name", f), _name("given_name_latin", gl), _name("family_name_latin", fl), present)
 
 
 def validate_row(row: dict, today: dt.date | None = None) -> dict:
-    """A clean citizen record from raw text, or InvalidCitizen naming what is wrong."""
+    """A clean citizen record from raw text (a missing key counts as empty), or InvalidCitizen
+    naming what is wrong."""
     clean = dict(zip(FIELDS, _clean([row.get(name) for name in FIELDS], today or _latest_birth_date())))
     clean["birth_date"] = dt.date.fromisoformat(clean["birth_date"])
     return clean
@@ -185,7 +217,18 @@ def _wait_for_import() -> None:
 # ---- reading files -----------------------------------------------------------------------------
 
 class _Rejection(Exception):
-    """A row that is not even a row (bad JSON, too many CSV fields)."""
+    """A row that is not even a row (bad JSON, unknown keys, a CSV record of the wrong width)."""
+
+
+class _Columns:
+    """The UPDATED columns (as BIT masks) that the valid rows hold: in some row, in every row."""
+
+    def __init__(self):
+        self.any, self.every = 0, sum(BIT.values())
+
+    @property
+    def names(self) -> list[str]:
+        return ["national_id", *(name for name in UPDATED if self.any & BIT[name])]
 
 
 def _open(path: Path):
@@ -213,7 +256,9 @@ def _is_json_lines(path: Path, fh) -> bool:
 
 
 def _json_rows(fh) -> Iterator[tuple[int, object]]:
-    """(line number, values in FIELDS order or a _Rejection) for each non-blank line."""
+    """(line number, values in FIELDS order or a _Rejection) for each non-blank line. Each line
+    holds the keys it sets (ABSENT for the others); a key we do not know rejects its line."""
+    known = frozenset(FIELDS)
     for number, line in enumerate(fh, 1):
         if not line or line.isspace():
             continue
@@ -225,11 +270,37 @@ def _json_rows(fh) -> Iterator[tuple[int, object]]:
         if not isinstance(obj, dict):
             yield number, _Rejection("not a JSON object")
             continue
-        yield number, [obj.get(name) for name in FIELDS]
+        if unknown := obj.keys() - known:
+            yield number, _Rejection(f"unknown keys: {_quoted(sorted(unknown))}")
+            continue
+        yield number, [obj.get(name, ABSENT) for name in FIELDS]
 
 
-def _csv_rows(path: Path, fh) -> Iterator[tuple[int, object]]:
-    """(first line number of the row, values in FIELDS order or a _Rejection) per CSV record."""
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(json.dumps(name, ensure_ascii=False) for name in names)
+
+
+def _csv_header(path: Path, header: list[str], columns: _Columns) -> list[str]:
+    """The header's column names; refuses one that lacks national_id, has nothing else, repeats
+    or does not know a column (a misspelt column must not be ignored)."""
+    names = [h.strip().lower() for h in header]
+    if "national_id" not in names:
+        raise InvalidCitizen(f"{path}: the CSV header lacks national_id")
+    if unknown := [n for n in names if n not in FIELDS]:
+        raise InvalidCitizen(f"{path}: the CSV header has unknown columns {_quoted(unknown)} "
+                             f"(known: {', '.join(FIELDS)})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidCitizen(f"{path}: the CSV header repeats {', '.join(repeated)}")
+    if len(names) == 1:
+        raise InvalidCitizen(f"{path}: the CSV header has no column besides national_id")
+    columns.any |= sum(BIT[n] for n in names if n in BIT)
+    return names
+
+
+def _csv_rows(path: Path, fh, columns: _Columns) -> Iterator[tuple[int, object]]:
+    """(first line number of the row, values in FIELDS order or a _Rejection) per CSV record;
+    the columns the header lacks are ABSENT."""
     reader = csv.reader(fh, strict=True)
     start = 1  # where the record being read begins
     try:
@@ -239,29 +310,22 @@ def _csv_rows(path: Path, fh) -> Iterator[tuple[int, object]]:
                 break
         if not header:
             raise InvalidCitizen(f"{path}: empty file (a CSV header is needed: {','.join(REQUIRED)})")
-        names = [h.strip().lower() for h in header]
-        missing = [name for name in REQUIRED if name not in names]
-        if missing:
-            raise InvalidCitizen(f"{path}: the CSV header lacks {', '.join(missing)}")
-        repeated = sorted({n for n in names if n in FIELDS and names.count(n) > 1})
-        if repeated:
-            raise InvalidCitizen(f"{path}: the CSV header repeats {', '.join(repeated)}")
+        names = _csv_header(path, header, columns)
         width = len(names)
-        # Absent optional columns read the None appended at index `width`.
+        # Absent columns read the ABSENT appended at index `width`.
         pick = operator.itemgetter(*(names.index(n) if n in names else width for n in FIELDS))
         start = reader.line_num + 1
         for row in reader:
             number, start = start, reader.line_num + 1
             n = len(row)
             if n == width:
-                row.append(None)
+                row.append(ABSENT)
             elif n == 0:
                 continue
-            elif n > width:
+            else:
+                # Too few fields would be read as empty values, which clear names: refused too.
                 yield number, _Rejection(f"{n} fields, the header has {width}")
                 continue
-            else:
-                row.extend([None] * (width + 1 - n))
             yield number, pick(row)
     except csv.Error as exc:
         # A broken quote or the like: the file's structure is lost from here on, so the whole
@@ -284,6 +348,7 @@ class ImportReport:
     rejections: list[dict] = field(default_factory=list)  # the first KEEP_REJECTIONS
     report_path: str | None = None
     seconds: float = 0.0
+    columns: list[str] = field(default_factory=list)  # the columns the file holds
 
     @property
     def rows_per_second(self) -> float:
@@ -292,7 +357,7 @@ class ImportReport:
     def as_dict(self) -> dict:
         return {"rows": self.rows, "loaded": self.loaded, "inserted": self.inserted, "updated": self.updated,
                 "unchanged": self.unchanged, "rejected": self.rejected, "seconds": round(self.seconds, 3),
-                "rows_per_second": self.rows_per_second, "report": self.report_path,
+                "rows_per_second": self.rows_per_second, "report": self.report_path, "columns": self.columns,
                 "rejections": self.rejections}
 
 
@@ -328,22 +393,38 @@ class _Seen:
 
 
 class _Rejections:
-    """Rejected rows: counted, the first few kept, all spooled to a temporary file."""
+    """Rejected rows: counted, the first few kept, all spooled to temporary files. Rows come in
+    runs, each in line order (the rows as read; then the new citizens that lacked a column,
+    found only once the file was staged); the report merges the runs by line."""
 
     def __init__(self, report: ImportReport):
         self.report = report
+        self.runs: list[tuple[list[dict], IO[str]]] = []
+        self.new_run()
+
+    def new_run(self) -> None:
+        """Start a run of rejections whose lines come after none of its own, in order."""
+        self.kept: list[dict] = []
         self.spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")
         self.writer = csv.writer(self.spool)
+        self.runs.append((self.kept, self.spool))
 
     def add(self, line: int, reason: str) -> None:
         self.report.rejected += 1
-        if len(self.report.rejections) < KEEP_REJECTIONS:
-            self.report.rejections.append({"line": line, "reason": reason})
+        if len(self.kept) < KEEP_REJECTIONS:
+            self.kept.append({"line": line, "reason": reason})
         self.writer.writerow((line, reason))
+
+    def finish(self) -> None:
+        """The report's first KEEP_REJECTIONS rejections, in line order."""
+        kept = heapq.merge(*(run for run, _ in self.runs), key=operator.itemgetter("line"))
+        self.report.rejections = list(itertools.islice(kept, KEEP_REJECTIONS))
 
     def write(self, destination: Path) -> None:
         """The report file, CSV (line,reason) or JSON lines (by extension), replaced atomically."""
-        self.spool.seek(0)
+        for _, spool in self.runs:
+            spool.seek(0)
+        rows = heapq.merge(*(csv.reader(spool) for _, spool in self.runs), key=lambda row: int(row[0]))
         as_json = destination.suffix.lower() in (*JSON_SUFFIXES, ".json")
         tmp = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.tmp")
         try:
@@ -351,7 +432,7 @@ class _Rejections:
                 writer = None if as_json else csv.writer(out)
                 if writer:
                     writer.writerow(("line", "reason"))
-                for line, reason in csv.reader(self.spool):
+                for line, reason in rows:
                     if writer:
                         writer.writerow((line, reason))
                     else:
@@ -362,12 +443,15 @@ class _Rejections:
             raise InvalidCitizen(f"{destination}: cannot write the report ({exc.strerror or exc})") from None
 
     def close(self) -> None:
-        self.spool.close()
+        for _, spool in self.runs:
+            spool.close()
 
 
-def _valid_rows(path: Path, fh, rejections: _Rejections, report: ImportReport) -> Iterator[tuple]:
-    """Every row of the file validated; yields clean tuples, records the rejected ones."""
-    rows = _json_rows(fh) if _is_json_lines(path, fh) else _csv_rows(path, fh)
+def _valid_rows(path: Path, fh, rejections: _Rejections, report: ImportReport,
+                columns: _Columns) -> Iterator[tuple[int, tuple]]:
+    """Every row of the file validated; yields (line, clean tuple), records the rejected ones and
+    the columns the valid rows hold."""
+    rows = _json_rows(fh) if _is_json_lines(path, fh) else _csv_rows(path, fh, columns)
     latest = _latest_birth_date()
     seen = _Seen()
     try:
@@ -384,7 +468,9 @@ def _valid_rows(path: Path, fh, rejections: _Rejections, report: ImportReport) -
             if not seen.add(clean[0]):
                 rejections.add(number, "national_id: duplicate of an earlier row in this file")
                 continue
-            yield clean
+            columns.any |= clean[7]
+            columns.every &= clean[7]
+            yield number, clean
     except OSError as exc:
         raise InvalidCitizen(f"{path}: cannot read ({exc.strerror or exc})") from None
 
@@ -401,12 +487,16 @@ def import_file(path: str | Path, report_path: str | Path | None = None) -> Impo
     report = ImportReport()
     fh = _open(path)
     rejections = _Rejections(report)
+    columns = _Columns()
     try:
-        with fh:
-            loader = _postgres_load if db.engine.dialect.name == "postgresql" else _sqlite_load
-            report.inserted, report.updated = loader(_valid_rows(path, fh, rejections, report))
+        with fh, _database_errors():
+            (_stage_postgres if db.engine.dialect.name == "postgresql" else _stage_sqlite)(
+                _valid_rows(path, fh, rejections, report, columns))
+            report.inserted, report.updated = _merge(columns, rejections)
         report.loaded = report.rows - report.rejected
         report.unchanged = report.loaded - report.inserted - report.updated
+        report.columns = columns.names
+        rejections.finish()
         if report_path is not None or report.rejected:
             destination = Path(report_path) if report_path is not None else path.with_name(path.name + ".rejected.csv")
             rejections.write(destination)
@@ -421,89 +511,156 @@ def import_file(path: str | Path, report_path: str | Path | None = None) -> Impo
     return report
 
 
-# ---- loading: PostgreSQL -----------------------------------------------------------------------
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """A database error as one line, without its DETAIL (it may quote a national ID)."""
+    try:
+        yield
+    except (DBAPIError, db.engine.dialect.loaded_dbapi.Error) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        text = str(cause).strip()
+        first = text.splitlines()[0] if text else type(cause).__name__
+        raise InvalidCitizen(f"database: {first} (nothing was loaded)") from None
+
+
+# ---- the merge, the same on both databases -----------------------------------------------------
 
 _STAGE = "citizens_import"
+# Absent values are NULL here and their bit is clear in `present`; `line` is the row's line in
+# the file, for the rejections found only here.
+_STAGE_COLUMNS = """
+    national_id varchar(10) NOT NULL, mobile varchar(16), birth_date date, given_name varchar(100),
+    family_name varchar(100), given_name_latin varchar(100), family_name_latin varchar(100),
+    present smallint NOT NULL, line integer NOT NULL, subject_key varchar(43) NOT NULL"""
+_IS_NEW = "NOT EXISTS (SELECT 1 FROM citizens AS c WHERE c.national_id = s.national_id)"
+# Only new national IDs are left. No ON CONFLICT (it would double the cost of the insert on
+# PostgreSQL): the other writers of new citizens (`citizens add`) wait for the import's lock,
+# so none can appear.
+_INSERT = f"""
+INSERT INTO citizens ({', '.join(FIELDS)}, subject_key, created_at, updated_at)
+SELECT {', '.join(f's.{n}' for n in FIELDS)}, s.subject_key, :now, :now
+FROM {_STAGE} AS s
+WHERE {_IS_NEW}{{complete}}
+ORDER BY s.national_id"""
+_COMPLETE = f" AND (s.present & {NEW_NEEDS}) = {NEW_NEEDS}"
+_INCOMPLETE_NEW = f"""
+SELECT s.line, s.present FROM {_STAGE} AS s
+WHERE (s.present & {NEW_NEEDS}) <> {NEW_NEEDS} AND {_IS_NEW}
+ORDER BY s.line"""
+
+
+def _update_sql(columns: _Columns) -> str | None:
+    """The UPDATE of known citizens: each column some row holds is set, from the staged value
+    where the row holds it (a CASE only when not every row does), and only rows whose values
+    differ are written. None when the rows hold no column to update."""
+    values = {}
+    for name, bit in BIT.items():
+        if columns.any & bit:
+            values[name] = (f"s.{name}" if columns.every & bit
+                            else f"CASE WHEN (s.present & {bit}) <> 0 THEN s.{name} ELSE c.{name} END")
+    if not values:
+        return None
+    # SQLite's IS NOT compares row values as PostgreSQL's IS DISTINCT FROM (which SQLite has only
+    # since 3.39).
+    differ = "IS DISTINCT FROM" if db.engine.dialect.name == "postgresql" else "IS NOT"
+    return f"""
+UPDATE citizens AS c SET {', '.join(f'{n} = {v}' for n, v in values.items())}, updated_at = :now
+FROM {_STAGE} AS s
+WHERE c.national_id = s.national_id
+  AND ({', '.join(f'c.{n}' for n in values)}) {differ} ({', '.join(values.values())})"""
+
+
+def _merge(columns: _Columns, rejections: _Rejections) -> tuple[int, int]:
+    """The staged rows into citizens, in the session's transaction; (inserted, updated).
+
+    One UPDATE of the known citizens, then the new citizens whose rows lack mobile or birth date
+    are rejected, then one INSERT of the other new ones; the staging table is dropped.
+    """
+    session = db.session
+    now = {"now": utcnow()}
+    timed = db.bindparam("now", type_=UTCDateTime())
+    updated = 0
+    if update := _update_sql(columns):
+        updated = session.execute(db.text(update).bindparams(timed), now).rowcount
+    complete = ""
+    if columns.every & NEW_NEEDS != NEW_NEEDS:
+        complete = _COMPLETE
+        rejections.new_run()
+        for line, present in session.execute(db.text(_INCOMPLETE_NEW), execution_options={"yield_per": 10_000}):
+            missing = " and ".join(n for n in REQUIRED[1:] if not present & BIT[n])
+            rejections.add(line, f"national_id: not registered, and a new citizen needs {missing}")
+    inserted = session.execute(db.text(_INSERT.format(complete=complete)).bindparams(timed), now).rowcount
+    session.execute(db.text(f"DROP TABLE {_STAGE}"))
+    return inserted, updated
+
+
+# ---- staging: PostgreSQL -----------------------------------------------------------------------
+
 _LOCK = "SELECT {}(hashtext('idp.citizens.import'))"
-_PG_STAGE = f"""
-CREATE TEMP TABLE {_STAGE}_raw (
-    national_id varchar(10) NOT NULL, mobile varchar(16) NOT NULL, birth_date date NOT NULL,
-    given_name varchar(100), family_name varchar(100), given_name_latin varchar(100),
-    family_name_latin varchar(100), subject_key varchar(43) NOT NULL
-) ON COMMIT DROP"""
 # In national-ID order, the UPDATE walks the citizens table and its national_id index in order
 # instead of at random: twice as fast for a file that changes every row.
 _PG_SORT = f"""
 CREATE TEMP TABLE {_STAGE} ON COMMIT DROP AS SELECT * FROM {_STAGE}_raw ORDER BY national_id;
 DROP TABLE {_STAGE}_raw;
 ANALYZE {_STAGE}"""
-_PG_UPDATE = f"""
-UPDATE citizens AS c SET {', '.join(f'{n} = s.{n}' for n in UPDATED)}, updated_at = %(now)s
-FROM {_STAGE} AS s
-WHERE c.national_id = s.national_id
-  AND ({', '.join(f'c.{n}' for n in UPDATED)}) IS DISTINCT FROM ({', '.join(f's.{n}' for n in UPDATED)})"""
-# Only new national IDs are left. No ON CONFLICT (it would double the cost of the insert): the
-# other writers of new citizens (`citizens add`) wait for the import's lock, so none can appear.
-_PG_INSERT = f"""
-INSERT INTO citizens ({', '.join(FIELDS)}, subject_key, created_at, updated_at)
-SELECT {', '.join(f's.{n}' for n in FIELDS)}, s.subject_key, %(now)s, %(now)s
-FROM {_STAGE} AS s
-WHERE NOT EXISTS (SELECT 1 FROM citizens AS c WHERE c.national_id = s.national_id)
-ORDER BY s.national_id"""
+_COPY_NULL = "\\N"
 
 
 def _copy_text(value: str | None) -> str:
     if value is None:
-        return "\\N"
+        return _COPY_NULL
     return value.replace("\\", "\\\\") if "\\" in value else value
 
 
-def _postgres_load(rows: Iterable[tuple]) -> tuple[int, int]:
-    """COPY the valid rows into a TEMP table, then one UPDATE and one INSERT; (inserted, updated).
-
-    Runs in the session's transaction; the caller commits or rolls back.
-    """
-    import psycopg
-
-    raw = db.session.connection().connection.driver_connection
-    try:
-        with raw.cursor() as cur:
-            return _postgres_merge(cur, rows)
-    except psycopg.Error as exc:
-        # One line, without the DETAIL (it may quote a national ID); the caller rolls back.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidCitizen(f"database: {first} (nothing was loaded)") from None
-
-
-def _postgres_merge(cur, rows: Iterable[tuple]) -> tuple[int, int]:
-    """The import proper, on a psycopg cursor inside the session's transaction."""
-    now = utcnow()
+def _stage_postgres(rows: Iterable[tuple[int, tuple]]) -> None:
+    """COPY the valid rows into a TEMP table (dropped at commit), sorted by national ID; in the
+    session's transaction, once no other import runs."""
     token = secrets.token_urlsafe
-    cur.execute(_LOCK.format("pg_try_advisory_xact_lock"))
-    if not cur.fetchone()[0]:
-        raise InvalidCitizen("another citizens import is running; try again when it ends")
-    cur.execute("SET LOCAL statement_timeout = 0")
-    cur.execute("SET LOCAL work_mem = '256MB'")
-    cur.execute(_PG_STAGE)
-    with cur.copy(f"COPY {_STAGE}_raw FROM STDIN") as copy:
-        buffer: list[str] = []
-        for nid, mobile, birth, g, f, gl, fl in rows:
-            buffer.append(f"{nid}\t{mobile}\t{birth}\t{_copy_text(g)}\t{_copy_text(f)}\t{_copy_text(gl)}\t"
-                          f"{_copy_text(fl)}\t{token(32)}\n")
-            if len(buffer) >= COPY_CHUNK:
+    with db.session.connection().connection.driver_connection.cursor() as cur:
+        cur.execute(_LOCK.format("pg_try_advisory_xact_lock"))
+        if not cur.fetchone()[0]:
+            raise InvalidCitizen("another citizens import is running; try again when it ends")
+        cur.execute("SET LOCAL statement_timeout = 0")
+        cur.execute("SET LOCAL work_mem = '256MB'")
+        cur.execute(f"CREATE TEMP TABLE {_STAGE}_raw ({_STAGE_COLUMNS}) ON COMMIT DROP")
+        with cur.copy(f"COPY {_STAGE}_raw FROM STDIN") as copy:
+            buffer: list[str] = []
+            for line, (nid, mobile, birth, g, f, gl, fl, present) in rows:
+                # mobile and birth date are None or canonical (never a backslash)
+                buffer.append(f"{nid}\t{mobile or _COPY_NULL}\t{birth or _COPY_NULL}\t{_copy_text(g)}\t"
+                              f"{_copy_text(f)}\t{_copy_text(gl)}\t{_copy_text(fl)}\t{present}\t{line}\t{token(32)}\n")
+                if len(buffer) >= COPY_CHUNK:
+                    copy.write("".join(buffer))
+                    buffer.clear()
+            if buffer:
                 copy.write("".join(buffer))
-                buffer.clear()
-        if buffer:
-            copy.write("".join(buffer))
-    cur.execute(_PG_SORT)
-    cur.execute(_PG_UPDATE, {"now": now})
-    updated = cur.rowcount
-    cur.execute(_PG_INSERT, {"now": now})
-    inserted = cur.rowcount
-    return inserted, updated
+        cur.execute(_PG_SORT)
 
 
-# ---- loading: SQLite (and single rows anywhere) ------------------------------------------------
+# ---- staging: SQLite ---------------------------------------------------------------------------
+
+def _stage_sqlite(rows: Iterable[tuple[int, tuple]]) -> None:
+    """Batched executemany of the valid rows into a TEMP table, in the session's transaction
+    after taking the write lock (so no other writer changes citizens until the commit)."""
+    session = db.session
+    session.execute(Citizen.__table__.delete().where(db.false()))
+    cur = session.connection().connection.driver_connection.cursor()
+    try:
+        cur.execute(f"DROP TABLE IF EXISTS temp.{_STAGE}")
+        cur.execute(f"CREATE TEMP TABLE {_STAGE} ({_STAGE_COLUMNS})")
+        insert, token, batch = f"INSERT INTO temp.{_STAGE} VALUES ({', '.join('?' * 10)})", secrets.token_urlsafe, []
+        for line, clean in rows:
+            batch.append((*clean, line, token(32)))
+            if len(batch) >= BATCH:
+                cur.executemany(insert, batch)
+                batch.clear()
+        if batch:
+            cur.executemany(insert, batch)
+    finally:
+        cur.close()
+
+
+# ---- single rows (a live registry's answers) ---------------------------------------------------
 
 def _upsert_statement(dialect: str):
     """INSERT ... ON CONFLICT (national_id) DO UPDATE the registry facts, only when they differ."""
@@ -523,26 +680,6 @@ def _params(clean: tuple, now: dt.datetime) -> dict:
     values["birth_date"] = dt.date.fromisoformat(values["birth_date"])
     values.update(subject_key=secrets.token_urlsafe(32), created_at=now, updated_at=now)
     return values
-
-
-def _sqlite_load(rows: Iterable[tuple]) -> tuple[int, int]:
-    """Batched executemany of the upsert, all in the session's transaction; (inserted, updated)."""
-    session = db.session
-    # Take the write lock first, so the counts below see no other writer.
-    session.execute(Citizen.__table__.delete().where(db.false()))
-    before = session.execute(db.select(db.func.count()).select_from(Citizen)).scalar_one()
-    changes_before = session.execute(db.text("SELECT total_changes()")).scalar_one()
-    stmt, now, batch = _upsert_statement("sqlite"), utcnow(), []
-    for clean in rows:
-        batch.append(_params(clean, now))
-        if len(batch) >= BATCH:
-            session.execute(stmt, batch)
-            batch = []
-    if batch:
-        session.execute(stmt, batch)
-    changed = session.execute(db.text("SELECT total_changes()")).scalar_one() - changes_before
-    inserted = session.execute(db.select(db.func.count()).select_from(Citizen)).scalar_one() - before
-    return inserted, changed - inserted
 
 
 # ---- looking citizens up -----------------------------------------------------------------------

@@ -173,13 +173,15 @@ def test_json_lines_import_and_json_report(provider, tmp_path):
     a, b, c = new_id(), new_id(), new_id()
     lines = [
         json.dumps({"national_id": a, "mobile": "09121234567", "birth_date": "1990-01-01", "given_name": "سارا",
-                    "family_name": None, "note": "unknown keys are ignored"}, ensure_ascii=False),
+                    "family_name": None}, ensure_ascii=False),
         "",
         '{"national_id": "' + b + '", "mobile": ',
         "[1, 2]",
         json.dumps({"national_id": int(c), "mobile": "09121234567", "birth_date": "1990-01-01"}),
         json.dumps({"national_id": c, "mobile": "09121234567", "birth_date": 19900101}),
         json.dumps({"national_id": c, "mobile": "09121234567", "birth_date": "1990-01-01", "given_name": "a\u2028b"}),
+        # a key we do not know (a misspelt one) is not ignored: its row is rejected
+        json.dumps({"national_id": b, "mobile": "09121234567", "birth_date": "1990-01-01", "Mobile": "0912"}),
     ]
     f = tmp_path / "people.jsonl"
     f.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -188,8 +190,9 @@ def test_json_lines_import_and_json_report(provider, tmp_path):
     r = do_import(provider, f, report)
     assert [(x["line"], x["reason"]) for x in r.rejections] == [
         (3, "not valid JSON"), (4, "not a JSON object"), (5, "national_id: must be text"),
-        (6, "birth_date: must be YYYY-MM-DD")]
-    assert (r.rows, r.loaded, r.rejected) == (6, 2, 4)
+        (6, "birth_date: must be YYYY-MM-DD"), (8, 'unknown keys: "Mobile"')]
+    assert (r.rows, r.loaded, r.rejected) == (7, 2, 5)
+    assert citizen(provider, b) is None
     assert citizen(provider, c).given_name == "a\u2028b"  # U+2028 is not a line break in JSON lines
     assert [json.loads(x) for x in report.read_text(encoding="utf-8").splitlines()] == r.rejections
 
@@ -200,6 +203,129 @@ def test_json_lines_import_and_json_report(provider, tmp_path):
                  encoding="utf-8")
     r = do_import(provider, g)
     assert (r.loaded, r.rejected) == (1, 0) and citizen(provider, d).birth_date == dt.date(2000, 2, 29)
+
+
+NAMES = ("مریم", "کریمی", "Maryam", "Karimi")
+
+
+def registered(provider, tmp_path, *national_ids: str) -> None:
+    """Citizens with every column set (mobile 09121111111, born 1980-05-05, NAMES)."""
+    f = tmp_path / "full.csv"
+    f.write_text(HEADER + "".join(f"{nid},09121111111,1980-05-05,{','.join(NAMES)}\n" for nid in national_ids),
+                 encoding="utf-8")
+    assert do_import(provider, f).inserted == len(national_ids)
+
+
+def facts(provider, national_id) -> tuple:
+    row = citizen(provider, national_id)
+    return (row.mobile, row.birth_date.isoformat(), row.given_name, row.family_name, row.given_name_latin,
+            row.family_name_latin)
+
+
+def audit_events(provider) -> list[dict]:
+    from idp.audit import latest
+
+    with provider.app.app_context():
+        return latest(10_000, "registry_imported")
+
+
+def test_absent_csv_columns_are_never_written(provider, tmp_path):
+    """A file with fewer columns changes only those: it once replaced the citizen whole."""
+    nid, fresh, unknown = new_id(), new_id(), new_id()
+    registered(provider, tmp_path, nid)
+    before = citizen(provider, nid)
+
+    f = tmp_path / "some.csv"
+    f.write_text(f"national_id,mobile,birth_date,given_name\n{nid},09122222222,1980-05-05,زهرا\n"
+                 f"{fresh},09123333333,1990-01-01,سارا\n", encoding="utf-8")
+    r = do_import(provider, f)
+    assert facts(provider, nid) == ("+989122222222", "1980-05-05", "زهرا", *NAMES[1:])
+    assert facts(provider, fresh) == ("+989123333333", "1990-01-01", "سارا", None, None, None)
+    assert (r.inserted, r.updated, r.unchanged, r.rejected) == (1, 1, 0, 0)
+    assert r.columns == ["national_id", "mobile", "birth_date", "given_name"]
+
+    # Only national_id and mobile: a known citizen's mobile moves, nothing else; a new one cannot
+    # be made from it, and says why.
+    g = tmp_path / "mobiles.csv"
+    g.write_text(f"mobile,national_id\n09124444444,{nid}\n09125555555,{unknown}\n09123333333,{fresh}\n",
+                 encoding="utf-8")
+    r = do_import(provider, g)
+    assert (r.rows, r.inserted, r.updated, r.unchanged, r.rejected) == (3, 0, 1, 1, 1)
+    assert [(x["line"], x["reason"]) for x in r.rejections] == [
+        (3, "national_id: not registered, and a new citizen needs birth_date")]
+    assert facts(provider, nid) == ("+989124444444", "1980-05-05", "زهرا", *NAMES[1:])
+    assert citizen(provider, unknown) is None
+    after = citizen(provider, nid)
+    assert after.subject_key == before.subject_key and after.updated_at > before.updated_at
+
+
+def test_absent_json_keys_are_never_written_per_row(provider, tmp_path):
+    """In JSON lines each row writes the keys it holds; null or "" clears a name only."""
+    a, b, c, fresh, short, bare = (new_id() for _ in range(6))
+    registered(provider, tmp_path, a, b, c)
+    lines = [
+        {"national_id": a, "mobile": "09122222222"},                                      # 1
+        {"national_id": b, "family_name": "نو", "given_name_latin": None, "given_name": ""},  # 2
+        {"national_id": fresh, "mobile": "09123333333", "birth_date": "2001-02-03"},      # 3
+        {"national_id": short, "mobile": "09123333333"},                                  # 4
+        {"national_id": bare},                                                            # 5
+        {"national_id": c, "mobile": "", "family_name": "دیگر"},                           # 6
+    ]
+    f = tmp_path / "changes.jsonl"
+    f.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n{broken\n", encoding="utf-8")
+    r = do_import(provider, f, tmp_path / "rejected.csv")
+    assert facts(provider, a) == ("+989122222222", "1980-05-05", *NAMES)
+    assert facts(provider, b) == ("+989121111111", "1980-05-05", None, "نو", None, NAMES[3])
+    assert facts(provider, c) == ("+989121111111", "1980-05-05", *NAMES)  # its row was rejected whole
+    assert facts(provider, fresh) == ("+989123333333", "2001-02-03", None, None, None, None)
+    assert citizen(provider, short) is None and citizen(provider, bare) is None
+    assert (r.rows, r.inserted, r.updated, r.unchanged, r.rejected) == (7, 1, 2, 0, 4)
+    # Rows rejected while reading (6, 7) and new citizens found lacking a column (4, 5): one
+    # report, in line order.
+    expected = [(4, "national_id: not registered, and a new citizen needs birth_date"),
+                (5, "national_id: not registered, and a new citizen needs mobile and birth_date"),
+                (6, "mobile: missing"), (7, "not valid JSON")]
+    assert [(x["line"], x["reason"]) for x in r.rejections] == expected
+    with open(tmp_path / "rejected.csv", encoding="utf-8", newline="") as fh:
+        assert list(csv.reader(fh))[1:] == [[str(n), why] for n, why in expected]
+    assert r.columns == ["national_id", "mobile", "birth_date", "given_name", "family_name", "given_name_latin"]
+
+
+def test_empty_values_in_present_csv_columns(provider, tmp_path):
+    """An empty name clears it; an empty mobile or birth date rejects the row (never a NULL); a
+    row with too few fields is rejected rather than read as empty values."""
+    a, b, c = new_id(), new_id(), new_id()
+    registered(provider, tmp_path, a, b, c)
+    f = tmp_path / "blanks.csv"
+    f.write_text("national_id,mobile,birth_date,given_name_latin,family_name_latin\n"
+                 f"{a},09121111111,1980-05-05,,Karimi\n"
+                 f"{b},,1980-05-05,Maryam,Karimi\n"
+                 f"{c},09121111111,,,\n"
+                 f"{c},09121111111\n", encoding="utf-8")
+    r = do_import(provider, f)
+    assert [(x["line"], x["reason"]) for x in r.rejections] == [
+        (3, "mobile: missing"), (4, "birth_date: missing"), (5, "2 fields, the header has 5")]
+    assert (r.updated, r.rejected) == (1, 3)
+    assert facts(provider, a) == ("+989121111111", "1980-05-05", NAMES[0], NAMES[1], None, "Karimi")
+    assert facts(provider, b) == facts(provider, c) == ("+989121111111", "1980-05-05", *NAMES)
+
+
+def test_unknown_csv_columns_refuse_the_file(provider, tmp_path):
+    """A misspelt column is not ignored: the file is refused, nothing written, nothing audited."""
+    from idp.registry import InvalidCitizen
+
+    nid = new_id()
+    registered(provider, tmp_path, nid)
+    events = len(audit_events(provider))
+    for header, unknown in [("national_id,mobile,birth_date,family_nmae", '"family_nmae"'),
+                            ("national_id,mobile,birth_date,", '""')]:
+        f = tmp_path / "typo.csv"
+        f.write_text(f"{header}\n{nid},09129999999,1980-05-05,X\n", encoding="utf-8")
+        with pytest.raises(InvalidCitizen, match=f"typo.csv: the CSV header has unknown columns {unknown} "
+                                                 r"\(known: national_id, mobile, birth_date, given_name, "):
+            do_import(provider, f)
+    assert facts(provider, nid) == ("+989121111111", "1980-05-05", *NAMES)
+    assert len(audit_events(provider)) == events
 
 
 def test_report_options(provider, tmp_path):
@@ -231,7 +357,8 @@ def test_a_broken_file_loads_nothing(provider, tmp_path):
     assert count(provider) == before
     assert not (tmp_path / "broken.csv.rejected.csv").exists()
 
-    for text, message in [("", "empty file"), ("national_id,mobile\n", "the CSV header lacks birth_date"),
+    for text, message in [("", "empty file"), ("mobile,birth_date\n", "the CSV header lacks national_id"),
+                          ("national_id\n", "the CSV header has no column besides national_id"),
                           ("national_id,mobile,birth_date,mobile\n", "the CSV header repeats mobile"),
                           ('[{"national_id": "x"}]', "a JSON array")]:
         bad = tmp_path / "bad.csv"
