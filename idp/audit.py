@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import pwd
+import socket
 from typing import Any
 
 from flask import has_request_context, request
@@ -31,6 +34,19 @@ def fingerprint(kind: str, value: str) -> str:
 def client_ip() -> str:
     """The client's address as seen by this app (ProxyFix has already applied trusted hops)."""
     return (request.remote_addr or "") if has_request_context() else ""
+
+
+def operator() -> dict[str, str]:
+    """Who runs an operator command, for its audit event: the OS account it runs as (the
+    effective user, not an environment variable), the account that used sudo if any, and the host."""
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid with no passwd entry (containers)
+        user = str(os.geteuid())
+    who = {"os_user": user, "host": socket.gethostname()}
+    if sudo_user := os.environ.get("SUDO_USER"):
+        who["sudo_user"] = sudo_user
+    return who
 
 
 def record(event: str, *, national_id: str | None = None, subject_fp: str | None = None,

@@ -413,7 +413,7 @@ def citizens_add(obj: Context, national_id, mobile, birth_date, given_name, fami
 def citizens_import(obj: Context, file, report_path, as_json):
     """Import citizens from CSV (header: national_id and any of mobile, birth_date, given_name,
     family_name, given_name_latin, family_name_latin) or JSON lines (one object per line with
-    those keys), in one transaction.
+    those keys), in one transaction, recorded as one registry_imported audit event.
 
     Only the columns the file holds are written: a column absent from the CSV header, or a key
     absent from a JSON line, keeps its value for a known citizen. An empty name in a present
@@ -672,7 +672,7 @@ def audit():
 
 @audit.command("tail")
 @click.option("-n", "--lines", "count", default=20, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--event", help="Only this event (login_started, otp_wrong, cooloff_started, ...).")
+@click.option("--event", help="Only this event (login_started, otp_wrong, cooloff_started, registry_imported, ...).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def audit_tail(obj: Context, count, event, as_json):

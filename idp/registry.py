@@ -15,11 +15,13 @@ column refuses the file, an unknown JSON key rejects its row: nothing is ignored
 Atomicity: one import is one transaction. Valid rows are streamed into a staging table (a
 TEMP table filled by COPY on PostgreSQL, by executemany on SQLite) while the file is read; the
 citizens table is changed only after the whole file was read, by the same set statements on
-both databases, and committed once. Any failure before the commit (an unreadable file, a
-malformed CSV structure, a database error, the report that cannot be written, an interrupt)
-rolls everything back: an import never half-loads. The report of rejected rows is written just
-before the commit. Rows whose values did not change are not written at all, so re-importing
-the same file is cheap and locks nothing a login needs. Two imports never run at once (an advisory lock on PostgreSQL,
+both databases, and committed once together with one ``registry_imported`` audit event (the
+counts, the file's SHA-256, its columns, who ran it). Any failure before the commit (an
+unreadable file, a malformed CSV structure, a database error, the report that cannot be
+written, an interrupt) rolls everything back: an import never half-loads, and a refused file
+leaves no audit event. The report of rejected rows is written just before the commit. Rows
+whose values did not change are not written at all, so re-importing the same file is cheap and
+locks nothing a login needs. Two imports never run at once (an advisory lock on PostgreSQL,
 the write lock on SQLite).
 
 Lookups go through :class:`CitizenDirectory`, so a live registry service can replace the
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import heapq
+import io
 import itertools
 import json
 import operator
@@ -46,6 +50,7 @@ from typing import IO, Iterable, Iterator, Protocol, runtime_checkable
 from sqlalchemy import or_
 from sqlalchemy.exc import DBAPIError
 
+from . import audit
 from .extensions import db
 from .models import Citizen, UTCDateTime, utcnow
 from .national_id import InvalidMobile, InvalidNationalId, parse_mobile, parse_national_id
@@ -231,16 +236,58 @@ class _Columns:
         return ["national_id", *(name for name in UPDATED if self.any & BIT[name])]
 
 
-def _open(path: Path):
+class _HashingReader(io.RawIOBase):
+    """A binary file whose bytes are hashed (SHA-256) once each as they are read, so the audit
+    event names exactly the bytes that were imported (every import reads to the end), even if
+    the file changes meanwhile. Reading again after a seek back (the format sniffing) hashes
+    nothing twice."""
+
+    def __init__(self, raw):
+        self.raw, self.sha256, self.position, self.hashed = raw, hashlib.sha256(), 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        end = self.position + n
+        if end > self.hashed:
+            self.sha256.update(memoryview(buffer)[self.hashed - self.position:n])
+            self.hashed = end
+        self.position = end
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = self.raw.seek(offset, whence)
+        if self.position > self.hashed:
+            raise io.UnsupportedOperation("seeking past the bytes read would leave them unhashed")
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _open(path: Path) -> tuple[io.TextIOWrapper, _HashingReader]:
+    """The file as text, and the hashing reader beneath it."""
     try:
-        # surrogateescape: a stray non-UTF-8 byte rejects its row, not the whole file.
-        return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        raw = _HashingReader(open(path, "rb"))
     except FileNotFoundError:
         raise InvalidCitizen(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InvalidCitizen(f"{path}: is a directory") from None
     except OSError as exc:
         raise InvalidCitizen(f"{path}: cannot read ({exc.strerror or exc})") from None
+    # surrogateescape: a stray non-UTF-8 byte rejects its row, not the whole file.
+    text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 20), encoding="utf-8-sig", errors="surrogateescape",
+                            newline="")
+    return text, raw
 
 
 def _is_json_lines(path: Path, fh) -> bool:
@@ -349,6 +396,7 @@ class ImportReport:
     report_path: str | None = None
     seconds: float = 0.0
     columns: list[str] = field(default_factory=list)  # the columns the file holds
+    sha256: str | None = None  # of the file's bytes as read
 
     @property
     def rows_per_second(self) -> float:
@@ -358,7 +406,7 @@ class ImportReport:
         return {"rows": self.rows, "loaded": self.loaded, "inserted": self.inserted, "updated": self.updated,
                 "unchanged": self.unchanged, "rejected": self.rejected, "seconds": round(self.seconds, 3),
                 "rows_per_second": self.rows_per_second, "report": self.report_path, "columns": self.columns,
-                "rejections": self.rejections}
+                "sha256": self.sha256, "rejections": self.rejections}
 
 
 class _Seen:
@@ -479,13 +527,14 @@ def import_file(path: str | Path, report_path: str | Path | None = None) -> Impo
     """Load a CSV or JSON-lines file in one transaction; valid rows are loaded, invalid ones reported.
 
     The rejected rows go to ``report_path`` (CSV, or JSON lines for .jsonl/.ndjson/.json), by
-    default ``<path>.rejected.csv`` when anything was rejected. Raises InvalidCitizen, with
-    nothing loaded and nothing written, when the file cannot be read as a whole.
+    default ``<path>.rejected.csv`` when anything was rejected. One ``registry_imported`` audit
+    event is committed with the rows. Raises InvalidCitizen, with nothing loaded and nothing
+    written, when the file cannot be read as a whole.
     """
     started = time.perf_counter()
     path = Path(path)
     report = ImportReport()
-    fh = _open(path)
+    fh, raw = _open(path)
     rejections = _Rejections(report)
     columns = _Columns()
     try:
@@ -495,12 +544,16 @@ def import_file(path: str | Path, report_path: str | Path | None = None) -> Impo
             report.inserted, report.updated = _merge(columns, rejections)
         report.loaded = report.rows - report.rejected
         report.unchanged = report.loaded - report.inserted - report.updated
-        report.columns = columns.names
+        report.columns, report.sha256 = columns.names, raw.sha256.hexdigest()
         rejections.finish()
         if report_path is not None or report.rejected:
             destination = Path(report_path) if report_path is not None else path.with_name(path.name + ".rejected.csv")
             rejections.write(destination)
             report.report_path = str(destination)
+        audit.record("registry_imported", commit=False, file=os.path.abspath(path), bytes=raw.hashed,
+                     sha256=report.sha256, columns=report.columns, rows=report.rows, inserted=report.inserted,
+                     updated=report.updated, unchanged=report.unchanged, rejected=report.rejected,
+                     **audit.operator())
         db.session.commit()
     except BaseException:
         db.session.rollback()

@@ -328,6 +328,47 @@ def test_unknown_csv_columns_refuse_the_file(provider, tmp_path):
     assert len(audit_events(provider)) == events
 
 
+def test_each_import_is_one_audit_event(provider, tmp_path):
+    """Counts, the file's SHA-256 and columns, and who ran it, committed with the import."""
+    import hashlib
+    import os
+    import pwd
+    import socket
+
+    from idp.registry import InvalidCitizen
+
+    known, same, fresh = new_id(), new_id(), new_id()
+    registered(provider, tmp_path, known, same)
+    events = audit_events(provider)
+    f = tmp_path / "audited.csv"
+    f.write_text(f"national_id,mobile,birth_date\n{known},09122222222,1980-05-05\n{same},09121111111,1980-05-05\n"
+                 f"{fresh},09123333333,1999-09-09\n{bad_check_digit(fresh)},09123333333,1999-09-09\n",
+                 encoding="utf-8")
+    r = do_import(provider, f)
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    new = audit_events(provider)[len(events):]
+    assert [e["event"] for e in new] == ["registry_imported"]
+    assert new[0]["details"] == {
+        "file": str(f), "bytes": f.stat().st_size, "sha256": digest, "columns": ["national_id", "mobile", "birth_date"],
+        "rows": 4, "inserted": 1, "updated": 1, "unchanged": 1, "rejected": 1,
+        "os_user": pwd.getpwuid(os.geteuid()).pw_name, "host": socket.gethostname()}
+    assert new[0]["subject_fp"] is None and known not in json.dumps(new[0])
+    assert r.sha256 == digest
+
+    # The hash is of the bytes as they are on disk, a byte-order mark and the format sniffing included.
+    g = tmp_path / "export.txt"
+    g.write_bytes("\ufeff".encode() + json.dumps({"national_id": fresh, "given_name": "نو"}).encode() + b"\n")
+    assert do_import(provider, g).sha256 == hashlib.sha256(g.read_bytes()).hexdigest()
+    assert audit_events(provider)[-1]["details"]["columns"] == ["national_id", "given_name"]
+
+    # A refused file leaves no event.
+    count_before = len(audit_events(provider))
+    (tmp_path / "refused.csv").write_text("mobile\n09121111111\n", encoding="utf-8")
+    with pytest.raises(InvalidCitizen):
+        do_import(provider, tmp_path / "refused.csv")
+    assert len(audit_events(provider)) == count_before
+
+
 def test_report_options(provider, tmp_path):
     f = tmp_path / "clean.csv"
     f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
