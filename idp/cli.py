@@ -15,6 +15,8 @@ import click
 from .config import ConfigError, Settings, example_toml, load_settings
 
 DEV_CONFIG = Path("instance/dev.toml")
+#: `idp citizens import`: the valid rows were imported, some rows were rejected.
+EXIT_ROWS_REJECTED = 3
 
 
 class Context:
@@ -420,6 +422,13 @@ def citizens_import(obj: Context, file, report_path, as_json):
     column clears it; an empty mobile or birth date rejects the row. A new citizen needs
     national_id, mobile and birth_date. An unknown CSV column refuses the file; an unknown JSON
     key rejects its row. Rejected rows are reported; the valid rows are still imported.
+
+    \b
+    Exit status:
+      0  every row imported
+      3  some rows rejected (the valid ones imported; the report printed, --json too)
+      1  nothing imported: the file cannot be read, is refused, or the database failed
+      2  usage or configuration error
     """
     from .registry import import_file
 
@@ -433,6 +442,10 @@ def citizens_import(obj: Context, file, report_path, as_json):
     if r.report_path:
         lines.append(f"rejected rows: {r.report_path}")
     emit(r.as_dict(), as_json, "\n".join(lines))
+    if r.rejected:
+        click.echo(f"idp: {r.rejected:,} of {r.rows:,} rows rejected, {r.loaded:,} imported; see {r.report_path}",
+                   err=True)
+        sys.exit(EXIT_ROWS_REJECTED)
 
 
 # ---- stats -------------------------------------------------------------------------------------

@@ -506,14 +506,39 @@ def test_cli_import(env, tmp_path):  # noqa: F811
     f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n{bad_check_digit(new_id())},09121234567,"
                  "1985-02-03,,,,\n", encoding="utf-8")
     out = run(env, "citizens", "import", str(f), "--report", str(tmp_path / "r.jsonl"))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 3, out.stderr
     assert out.stdout.startswith("loaded 1 (inserted 1, updated 0, unchanged 0), rejected 1; 2 rows in ")
     assert "  line 3: national_id: the check digit does not match" in out.stdout
+    assert out.stderr.splitlines() == [
+        f"idp: 1 of 2 rows rejected, 1 imported; see {tmp_path / 'r.jsonl'}"]
     assert json.loads((tmp_path / "r.jsonl").read_text()) == {"line": 3,
                                                              "reason": "national_id: the check digit does not match"}
-    data = json.loads(run(env, "citizens", "import", str(f), "--json").stdout)
+
+
+def test_cli_exit_status_3_still_prints_the_json(env, tmp_path):  # noqa: F811
+    """Rejected rows: exit 3 (scripts see it), the JSON report on stdout, one line on stderr."""
+    assert run(env, "db", "upgrade").returncode == 0
+    f = tmp_path / "reg.csv"
+    f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n{bad_check_digit(new_id())},09121234567,"
+                 "1985-02-03,,,,\n", encoding="utf-8")
+    assert run(env, "citizens", "import", str(f)).returncode == 3
+    out = run(env, "citizens", "import", str(f), "--json")
+    assert out.returncode == 3 and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
+    data = json.loads(out.stdout)
     assert (data["unchanged"], data["rejected"], data["report"]) == (1, 1, str(f) + ".rejected.csv")
     assert data["seconds"] > 0 and data["rows_per_second"] > 0
+    assert data["columns"] == list(HEADER.strip().split(",")) and len(data["sha256"]) == 64
+
+    clean = tmp_path / "clean.csv"
+    clean.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
+    out = run(env, "citizens", "import", str(clean), "--json")
+    assert out.returncode == 0 and out.stderr == "" and json.loads(out.stdout)["rejected"] == 0
+
+    events = json.loads(run(env, "audit", "tail", "--event", "registry_imported", "--json").stdout)
+    assert [(e["details"]["rows"], e["details"]["inserted"], e["details"]["rejected"]) for e in events] == [
+        (2, 1, 1), (2, 0, 1), (1, 1, 0)]
+    assert events[-2]["details"]["sha256"] == data["sha256"] and events[-1]["details"]["file"] == str(clean)
+    assert "3  some rows rejected" in run(env, "citizens", "import", "--help").stdout
 
 
 def test_cli_unreadable_file_is_one_line_and_nonzero(env, tmp_path):  # noqa: F811
