@@ -28,8 +28,8 @@ from .extensions import csrf, db, keyring, settings
 from .i18n import use_ui_locales
 from .keys import JWKS_CACHE_SECONDS
 from .models import Citizen
-from .oauth import ACR, BearerTokenError, Principal, claims_for, client_and_citizen, discovery_document, \
-    issuer_parameter, open_ref, server, subject_for, verify_access_token
+from .oauth import ACR, BearerTokenError, Principal, claims_for, client_and_citizen, client_cache, \
+    discovery_document, issuer_parameter, open_ref, server, subject_for, verify_access_token
 
 bp = Blueprint("oidc", __name__)
 
@@ -278,7 +278,11 @@ def authorize():
     _request_pairs(request)
     if not request.values.get("redirect_uri"):
         # OIDC Core §3.1.2.1: REQUIRED (RFC 6749 would fall back on the registered one). Without
-        # it there is nowhere validated to send the error to: a page.
+        # it there is nowhere validated to send the error to: a page (the unknown-client page
+        # when the client is not known either).
+        client = client_cache.get(request.values.get("client_id") or "")
+        if client is None or not client.is_enabled:
+            raise UnknownClient()
         raise BadAuthorizationRequest("invalid_request", "Missing 'redirect_uri'")
     return _authorize(request._get_current_object(), sessions.current_session())
 

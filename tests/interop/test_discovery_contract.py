@@ -93,7 +93,8 @@ def test_every_advertised_client_auth_method_works(interop_provider, discovery, 
     d = discovery
     assert name in d["token_endpoint_auth_methods_supported"]
     assert name in d["revocation_endpoint_auth_methods_supported"]
-    assert name in d["introspection_endpoint_auth_methods_supported"]
+    # introspection answers authenticated clients only (RFC 7662 §2.1): never `none`
+    assert (name in d["introspection_endpoint_auth_methods_supported"]) == (name != "none")
     kw: dict = {"public": True} if name == "none" else {}
     key = None
     if name == "private_key_jwt":
@@ -114,11 +115,15 @@ def test_every_advertised_client_auth_method_works(interop_provider, discovery, 
     refreshed = session.refresh_token(d["token_endpoint"])
     assert refreshed["refresh_token"] != token["refresh_token"]
     looked = session.introspect_token(d["introspection_endpoint"], token=refreshed["access_token"])
-    assert looked.status_code == 200 and looked.json()["active"] is True, looked.text
+    if name == "none":
+        assert looked.status_code == 401 and looked.json()["error"] == "invalid_client", looked.text
+    else:
+        assert looked.status_code == 200 and looked.json()["active"] is True, looked.text
     revoked = session.revoke_token(d["revocation_endpoint"], token=refreshed["access_token"])
     assert revoked.status_code == 200, revoked.text
-    looked = session.introspect_token(d["introspection_endpoint"], token=refreshed["access_token"])
-    assert looked.json() == {"active": False}
+    if name != "none":
+        looked = session.introspect_token(d["introspection_endpoint"], token=refreshed["access_token"])
+        assert looked.json() == {"active": False}
 
 
 def test_authlib_default_private_key_jwt(interop_provider, discovery, new_browser):
