@@ -1,7 +1,9 @@
 """Paused authorization requests ("interactions") and single sign-on sessions, in the store.
 
 An interaction is the authorization request a person is logging in for. It is bound to the
-browser that started it by a cookie, so a login link copied to another browser is useless.
+browser that started it by a cookie, so a login link copied to another browser is useless. A
+browser holds at most MAX_FLOWS such cookies (the oldest is replaced), so no page can fill its
+Cookie header with them.
 An SSO session is server-side; the browser holds only a random secret in an HttpOnly cookie,
 replaced at every login (no session fixation), and the store keeps only a hash of it.
 """
@@ -20,13 +22,26 @@ from .extensions import settings, store
 SSO_COOKIE = "idp_sso"
 FLOW_COOKIE_PREFIX = "idp_flow_"
 
-
-def _flow_cookie(rid: str) -> str:
-    return FLOW_COOKIE_PREFIX + rid[:12]
+#: Logins in progress that one browser can hold at once (tabs of several agencies, a retried
+#: popup); one more replaces the oldest. Each has its own cookie, so that two tabs logging in
+#: at the same time never rewrite each other's binding, but the cookies have these fixed names
+#: (idp_flow_0 ...) rather than one name per flow. Names per flow once let a page that opened
+#: /authorize in 170 popups leave 170 cookies: the Cookie header passed 8 KiB and the browser
+#: got 431 from every page for 15 minutes. Deleting the oldest names at each answer is not
+#: enough: requests in flight together all carry the jar as it was when they were sent, and no
+#: answer can delete cookies it never saw, so the count still grows with the requests in flight
+#: (9 with Chromium's six HTTP/1.1 connections; HTTP/2 allows a hundred streams). Fixed names
+#: cap it at MAX_FLOWS cookies of about 60 bytes whatever the browser does.
+MAX_FLOWS = 5
+FLOW_COOKIES = tuple(f"{FLOW_COOKIE_PREFIX}{slot}" for slot in range(MAX_FLOWS))
 
 
 def _cookie_args() -> dict[str, Any]:
     return {"httponly": True, "secure": settings.is_https, "samesite": "Lax", "path": "/"}
+
+
+def _delete_cookie(response: Response, name: str) -> None:
+    response.delete_cookie(name, path="/", secure=settings.is_https, httponly=True, samesite="Lax")
 
 
 # ---- interactions ------------------------------------------------------------------------------
@@ -44,22 +59,65 @@ def start_interaction(args: list[tuple[str, str]], client_id: str, return_to: st
     return rid
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _flow_bindings() -> dict[str, tuple[int, str]]:
+    """This browser's live flow cookies: name -> (when it was set, the interaction id).
+
+    A cookie is ``<unix time in milliseconds>.<interaction id>`` (milliseconds, so that flows
+    started within one second are still told apart by age); a malformed one, or one older than
+    an interaction can live, counts as absent (its name is free for the next flow)."""
+    now = _now_ms()
+    bindings = {}
+    for name in FLOW_COOKIES:
+        created, _, rid = request.cookies.get(name, "").partition(".")
+        if created.isdigit() and len(created) <= 15 and rid and len(rid) <= 64 \
+                and now - int(created) < settings.login.pending_ttl * 1000:
+            bindings[name] = (int(created), rid)
+    return bindings
+
+
+def _binding_of(rid: str, bindings: dict[str, tuple[int, str]]) -> str | None:
+    """The name of the cookie that binds ``rid``, comparing every cookie in constant time."""
+    found = None
+    for name, (_, bound) in bindings.items():
+        if hmac.compare_digest(bound.encode(), rid.encode()):
+            found = name
+    return found
+
+
 def bind_interaction(response: Response, rid: str) -> None:
-    """Tie the interaction to this browser."""
-    response.set_cookie(_flow_cookie(rid), rid, max_age=settings.login.pending_ttl, **_cookie_args())
+    """Tie the interaction to this browser: in its own cookie if it has one, else in a free
+    name, else in place of the oldest flow (which then shows the "no longer valid" page)."""
+    bindings = _flow_bindings()
+    name = _binding_of(rid, bindings)
+    if name is None:
+        free = [n for n in FLOW_COOKIES if n not in bindings]
+        # A random free name: two tabs that start at the same moment see the same cookies, and
+        # would otherwise both take the first free name.
+        name = secrets.choice(free) if free else min(bindings, key=lambda n: bindings[n][0])
+    # Cookies of an older release, one per flow, go as soon as this browser is seen.
+    for stale in request.cookies:
+        if stale.startswith(FLOW_COOKIE_PREFIX) and stale not in FLOW_COOKIES:
+            _delete_cookie(response, stale)
+    response.set_cookie(name, f"{_now_ms()}.{rid}", max_age=settings.login.pending_ttl,
+                        **_cookie_args())
 
 
 def release_interaction(response: Response, rid: str) -> None:
     """Forget the browser binding once the interaction is answered."""
-    response.delete_cookie(_flow_cookie(rid), path="/", secure=settings.is_https, httponly=True, samesite="Lax")
+    name = _binding_of(rid, _flow_bindings())
+    if name is not None:
+        _delete_cookie(response, name)
 
 
 def get_interaction(rid: str | None) -> dict[str, Any] | None:
     """The interaction, when it is alive and belongs to this browser; otherwise None."""
     if not rid or not isinstance(rid, str) or len(rid) > 64:
         return None
-    cookie = request.cookies.get(_flow_cookie(rid), "")
-    if not hmac.compare_digest(cookie.encode(), rid.encode()):
+    if _binding_of(rid, _flow_bindings()) is None:
         return None
     return store.get_pending(rid)
 

@@ -800,6 +800,31 @@ def test_session_fixation_with_a_planted_flask_session(provider, app_client, cit
 
 
 # =========================================================================================================
+# Cookie bomb: paused requests cannot fill the browser's Cookie header
+# =========================================================================================================
+
+def test_cookie_bomb_of_authorization_requests_leaves_a_few_flow_cookies(provider, app_client, citizen):
+    """Every paused request is bound to the browser by a cookie. Forty in a row (and cookies of
+    the older one-name-per-flow kind, planted) leave at most MAX_FLOWS: the newest flows still
+    work, the oldest is refused, and a login still succeeds. tests/browser/test_flow_cookies.py
+    does the same with 170 popups at once in Chromium."""
+    from idp.sessions import FLOW_COOKIE_PREFIX, MAX_FLOWS
+
+    browser = provider.flow()
+    for _ in range(20):
+        rid = secrets.token_urlsafe(24)
+        browser.http.cookies.set(FLOW_COOKIE_PREFIX + rid[:12], rid, domain="127.0.0.1", path="/")
+    pages = [identify_page(provider, browser, app_client[0], APP) for _ in range(40)]
+    flows = [c.name for c in browser.http.cookies if c.name.startswith(FLOW_COOKIE_PREFIX)]
+    assert len(flows) <= MAX_FLOWS, flows
+    assert len("; ".join(f"{c.name}={c.value}" for c in browser.http.cookies)) < 1024
+    assert browser.get(pages[-1].url).status_code == 200, "the newest flow is bound"
+    assert browser.get(pages[-MAX_FLOWS].url).status_code == 200, "so are the MAX_FLOWS newest"
+    assert browser.get(pages[-MAX_FLOWS - 1].url).status_code == 400, "the oldest was replaced"
+    assert "code" in browser.login(app_client[0], APP, *citizen)
+
+
+# =========================================================================================================
 # Clickjacking, caching and cookies
 # =========================================================================================================
 

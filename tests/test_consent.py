@@ -8,6 +8,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 
 import requests
 
@@ -147,7 +148,7 @@ def _paused(provider, browser, client_id: str, scope: str, sid: str | None = Non
 
         sessions.update_interaction(rid, {"args": args, "client_id": client_id, "created": 0, "return_to": None,
                                           "sid": sid or store.session_id(browser.http.cookies.get("idp_sso"))})
-    browser.http.cookies.set("idp_flow_" + rid[:12], rid, domain="127.0.0.1", path="/")
+    browser.http.cookies.set(sessions.FLOW_COOKIES[0], f"{int(time.time() * 1000)}.{rid}", domain="127.0.0.1", path="/")
     return rid
 
 
