@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
 
     settings = settings or load_settings()
     app = Flask(__name__)
+    # No redirect from //a//b to /a/b: werkzeug builds that Location from the Host header.
+    app.url_map.merge_slashes = False
     app.session_interface = _SessionInterface()
     app.extensions["idp.settings"] = settings
     app.config.update(

@@ -1092,3 +1092,10 @@ def test_reflected_parameters_are_escaped(provider, app_client, citizen):
                            timeout=10),
               requests.get(f"{provider.url}/login?" + urlencode({"r": evil}), timeout=10)):
         assert "<script>alert(1)" not in r.text, r.url
+
+
+def test_doubled_slashes_get_a_404_not_a_redirect_built_from_the_host_header(provider):
+    """werkzeug answered /login//code with a 308 to http://<Host header>/login/code."""
+    for path in ("/login//code", "/static//idp.css", "/account//services", "/authorize//resume"):
+        r = requests.get(provider.url + path, headers={"Host": "localhost"}, allow_redirects=False, timeout=10)
+        assert r.status_code == 404 and "Location" not in r.headers, (path, r.status_code, r.headers.get("Location"))

@@ -57,13 +57,45 @@ def axe_script() -> Path:
 
 def add_previews(app) -> None:
     """Test-only routes that show pages a browser cannot easily reach: an error page of any key
-    (with a wait or a restart link) and the code page with a resend countdown.
+    (with a wait or a restart link), the code page with a resend countdown, and (``?_raise=``)
+    every error a person can meet, raised at whatever path was asked for.
 
     They are added to this test's app instance only; the provider itself has no such route.
     """
+    import redis
     from flask import render_template, request, url_for
+    from flask_wtf.csrf import CSRFError
+    from werkzeug.exceptions import BadRequest, MethodNotAllowed
 
-    from idp.errors import PageError
+    from idp.errors import (ChallengeExpired, ChallengeLocked, InteractionGone, PageError, SmsFailed,
+                            TooManyRequests, UnknownClient)
+
+    def restart() -> str:
+        return url_for("login.identify", r="preview")
+
+    raisers = {
+        "method_not_allowed": lambda: MethodNotAllowed(valid_methods=["POST"]),
+        "bad_request": BadRequest,
+        "csrf": lambda: CSRFError("The CSRF token is missing."),
+        "interaction": InteractionGone,
+        "unknown_client": UnknownClient,
+        "expired": lambda: ChallengeExpired(restart_url=restart()),
+        "locked": lambda: ChallengeLocked(restart_url=restart()),
+        "rate_limited": lambda: TooManyRequests(40),
+        "cooloff": lambda: TooManyRequests(300, cooloff=True, restart_url=restart()),
+        "sms_failed": lambda: SmsFailed(restart_url=restart()),
+        "unavailable": lambda: redis.ConnectionError("the store is down"),
+        "server_error": lambda: RuntimeError("a bug"),
+    }
+    app.extensions["idp.test_raisers"] = sorted(raisers)
+
+    @app.before_request
+    def preview_raise():
+        """``?_raise=<kind>``: that error, handled by the provider's own handlers, at any path
+        (a 404 needs no help: any unknown path is one)."""
+        kind = request.args.get("_raise")
+        if kind in raisers:
+            raise raisers[kind]()
 
     statuses = {"expired": 400, "locked": 429, "cooloff": 429, "rate_limited": 429, "sms_failed": 503,
                 "unknown_client": 400, "interaction": 400, "unavailable": 503, "csrf": 400, "not_found": 404,
