@@ -46,7 +46,7 @@ class _SessionInterface(SecureCookieSessionInterface):
 
 def create_app(settings: Settings | None = None, require_keys: bool = True) -> Flask:
     """Load settings, init extensions, register blueprints, error handlers and security headers."""
-    from . import account, consent, errors, i18n, keys, login, oauth, oidc, sms
+    from . import account, consent, errors, hosts, i18n, keys, login, oauth, oidc, sms
     from .extensions import csrf, db, migrate
     from .store import Store
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     if settings.server.proxy_hops:
         hops = settings.server.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    hosts.init_app(app)
 
     db.init_app(app)
     if settings.database.url.startswith("sqlite"):

@@ -10,6 +10,7 @@ import json
 import logging
 
 import redis
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import Response, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError, InterfaceError
@@ -29,6 +30,9 @@ class PageError(Exception):
     error = "invalid_request"
 
     wait_seconds: int | None = None
+    #: What a protocol endpoint says instead (error_description, RFC 6749 §5.2), where a page
+    #: error can reach one.
+    description: str | None = None
 
     def __init__(self, restart_url: str | None = None):
         super().__init__(self.key)
@@ -49,6 +53,14 @@ class UnknownClient(BadAuthorizationRequest):
 
     def __init__(self):
         super().__init__("invalid_client", "Unknown client")
+
+
+class UnknownHost(PageError):
+    """The Host header names a host other than the issuer's (hosts.py): a forged or misrouted
+    request, answered 400 as RFC 9110 §7.2 allows."""
+
+    error = "unknown_host"
+    description = "Unknown host"
 
 
 class InteractionGone(PageError):
@@ -132,6 +144,8 @@ def init_app(app) -> None:
 
     @app.errorhandler(PageError)
     def page_error(exc: PageError):
+        if is_protocol_request():
+            return json_error(exc.status, "invalid_request", exc.description or "Invalid request")
         body, status = render_page_error(exc)
         headers = {"Retry-After": str(exc.wait_seconds)} if exc.wait_seconds else {}
         return body, status, headers
@@ -140,6 +154,20 @@ def init_app(app) -> None:
     def csrf_error(exc):
         page = PageError()
         page.key, page.error, page.status = "csrf", "csrf_failed", 400
+        return render_page_error(page)
+
+    @app.errorhandler(InsecureTransportError)
+    def insecure_transport(exc):
+        """Authlib refuses an OAuth request whose URL is plain http and not loopback (RFC 6749
+        §3.1, §3.2): an https issuer reached over http, e.g. through a proxy that does not send
+        X-Forwarded-Proto, or with [server] proxy_hops = 0. A 400 for the client, a warning for
+        the operator."""
+        log.warning("an OAuth request over plain http to an https issuer: is X-Forwarded-Proto sent "
+                    "and [server] proxy_hops set?")
+        if is_protocol_request():
+            return json_error(400, "invalid_request", "HTTPS is required")
+        page = PageError()
+        page.error = "insecure_transport"
         return render_page_error(page)
 
     @app.errorhandler(redis.RedisError)
@@ -164,6 +192,8 @@ def init_app(app) -> None:
         if request_ctx.url_adapter is None:
             # The request could not even be routed (e.g. an unusable Host header): no page
             # can be built, so a plain answer.
+            if is_protocol_request():
+                return json_error(400, "invalid_request", "Bad request")
             return Response("Bad request\n", status=400, mimetype="text/plain")
         if is_protocol_request():
             code = "invalid_request" if exc.code < 500 else "server_error"

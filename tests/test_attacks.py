@@ -972,6 +972,98 @@ def test_cookies_are_secure_and_httponly_under_an_https_issuer(tmp_path, redis_u
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie, cookie
 
 
+# =========================================================================================================
+# Host header: only the issuer's host is answered, and no link is ever built from the header
+# =========================================================================================================
+
+#: (method, path) of pages and protocol endpoints; the authorization request is filled in by the test.
+HOST_PATHS = [("GET", "/"), ("GET", "/authorize"), ("GET", "/login?r=x"), ("GET", "/no/such/page"),
+              ("POST", "/token"), ("GET", "/.well-known/openid-configuration"), ("GET", "/jwks"),
+              ("GET", "/healthz"), ("GET", "/userinfo"), ("POST", "/login/code?r=x"), ("GET", "/static/idp.css")]
+FOREIGN_HOSTS = ["evil.example", "evil.example:80", "127.0.0.1.evil.example", "localhost.evil.example",
+                 "10.0.0.1", "EVIL.example", "", "a b", "127.0.0.1@evil.example", "evil.example:99999"]
+
+
+def _host_request(provider, app_client, method: str, path: str, host: str, **headers) -> requests.Response:
+    if path == "/authorize":
+        _, challenge = pkce_pair()
+        path += "?" + urlencode({"response_type": "code", "client_id": app_client[0], "redirect_uri": APP,
+                                 "scope": "openid", "code_challenge": challenge, "code_challenge_method": "S256"})
+    data = {"grant_type": "authorization_code", "code": "x"} if path == "/token" else None
+    return requests.request(method, provider.url + path, headers={"Host": host, **headers}, data=data,
+                            allow_redirects=False, timeout=10)
+
+
+@pytest.mark.parametrize("host", FOREIGN_HOSTS)
+def test_a_foreign_host_header_gets_400_and_no_link_to_it(provider, app_client, host):
+    """Plain http with a Host that is not the issuer's once gave a 500 (Authlib refuses a
+    non-loopback http URL) whose "try again" link pointed at that host. Now every path answers
+    400: JSON with an RFC 6749 error on protocol endpoints, a page elsewhere, naming no host."""
+    for method, path in HOST_PATHS:
+        r = _host_request(provider, app_client, method, path, host)
+        assert r.status_code == 400, (host, path, r.status_code, r.text[:200])
+        assert "Location" not in r.headers, (host, path)
+        if path.startswith(("/token", "/.well-known/", "/jwks", "/userinfo")):
+            assert r.json()["error"] == "invalid_request", (host, path, r.text)
+        else:
+            assert "text/html" in r.headers["Content-Type"], (host, path)
+            assert not re.search(r'(href|action|src)="(?!data:)([a-z][a-z0-9+.-]*:|//|\\)', r.text), \
+                (host, path, "a link to another origin")
+        if host:
+            assert "evil" not in r.text.lower() and host not in r.text, (host, path)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "LOCALHOST"])
+def test_loopback_names_reach_a_loopback_issuer_on_any_port(provider, app_client, host):
+    """An http issuer is always loopback (idp dev, tests): its other loopback names answer too,
+    and links and the discovery document still come from the issuer."""
+    for suffix in ("", ":1"):
+        r = _host_request(provider, app_client, "GET", "/.well-known/openid-configuration", host + suffix)
+        assert r.status_code == 200 and r.json()["issuer"] == provider.url, (host, r.status_code)
+        r = _host_request(provider, app_client, "GET", "/authorize", host + suffix)
+        assert r.status_code == 303 and r.headers["Location"].startswith("/login?r="), (host, r.status_code)
+
+
+def test_behind_a_proxy_the_forwarded_host_must_be_the_issuers(make_provider):
+    """idp serve behind a TLS proxy (docs/deployment.md): an https issuer, proxy_hops = 1, the
+    proxy's X-Forwarded-Host and -Proto. The issuer's host is answered; another host, the node's
+    own address without the forwarded host, and loopback names (an https issuer is no
+    development setup) are refused. The issuer's host over plain http (a proxy that leaves out
+    X-Forwarded-Proto) is a 400 for the OAuth endpoints, which need https, not a 500; health
+    checks sent with the issuer's Host still answer."""
+    issuer = "https://login.example.test"
+    provider = make_provider(server={"issuer": issuer, "proxy_hops": 1}, limits=GENEROUS_IP_LIMITS)
+    node = "http://" + provider.settings.server.bind
+    client_id, _, redirect = provider.add_client(redirect_uri="https://agency.example.test/cb")
+    _, challenge = pkce_pair()
+    authorize_path = "/authorize?" + urlencode({"response_type": "code", "client_id": client_id,
+                                                "redirect_uri": redirect, "scope": "openid",
+                                                "code_challenge": challenge, "code_challenge_method": "S256"})
+
+    def get(path: str, **headers) -> requests.Response:
+        return requests.get(node + path, headers=headers, allow_redirects=False, timeout=10)
+
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    r = get("/.well-known/openid-configuration", **proxied, **{"X-Forwarded-Host": "login.example.test"})
+    assert r.status_code == 200 and r.json()["issuer"] == issuer
+    r = get(authorize_path, **proxied, **{"X-Forwarded-Host": "login.example.test"})
+    assert r.status_code == 303 and r.headers["Location"].startswith("/login?r="), (r.status_code, r.text[:300])
+    r = get(authorize_path, **proxied, Host="login.example.test")  # a proxy that passes Host on instead
+    assert r.status_code == 303, r.status_code
+    for headers in ({**proxied, "X-Forwarded-Host": "evil.example"}, {**proxied, "Host": "evil.example"},
+                    proxied, {**proxied, "X-Forwarded-Host": "localhost"}):
+        for path in ("/", authorize_path, "/.well-known/openid-configuration", "/healthz"):
+            r = get(path, **headers)
+            assert r.status_code == 400 and "evil" not in r.text, (headers, path, r.status_code)
+    plain_http = {"Host": "login.example.test"}
+    assert get(authorize_path, **plain_http).status_code == 400
+    r = requests.post(node + "/token", headers=plain_http, data={"grant_type": "authorization_code", "code": "x"},
+                      timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request", (r.status_code, r.text)
+    assert get("/healthz", **plain_http).status_code == 200
+    assert get("/.well-known/openid-configuration", **plain_http).json()["issuer"] == issuer
+
+
 @pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke", "/userinfo"])
 def test_cors_is_not_granted_to_arbitrary_origins(provider, app_client, path):
     """The token, introspection and revocation endpoints are for servers, not browsers: no CORS.
