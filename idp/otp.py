@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,24 +114,36 @@ def _deliver(app, challenge_id: str, send_id: str, to: str, code: str, text: str
         st.update_challenge(challenge_id, {"state": state})
 
 
+#: Longest a sender waits for the answer to be sent before it sends all the same (a server that
+#: never closes the response: werkzeug's development server, when the browser resets the
+#: connection right after a redirect).
+ANSWER_WAIT = 1.0
+
+
+def _deliver_after(answered: threading.Event, app, challenge_id: str, send_id: str, citizen_id: str, to: str,
+                   code: str, text: str) -> None:
+    """In a sender thread: wait until the request's answer has gone out, then send (for a
+    registered pair only)."""
+    answered.wait(ANSWER_WAIT)
+    if citizen_id:
+        _deliver(app, challenge_id, send_id, to, code, text)
+
+
 def _dispatch(challenge_id: str, send_id: str, citizen_id: str, to: str, code: str) -> None:
-    """Queue the message for a registered pair, once this request's answer has been sent; for
-    an unknown pair queue nothing, after the same preparation.
+    """Queue the message, to be sent once this request's answer has gone out; for an unknown
+    pair the same is queued, and sends nothing.
 
     The sender thread runs in this process and its work (the gateway, the outbox, the audit
     row) competes with the request for the interpreter and the database: started before the
-    answer, it made a registered pair's answer measurably slower (a timing oracle)."""
-    app = current_app._get_current_object()
-    pool = _pool()
-    text = message_text(code, settings.server.issuer)
-
-    def send() -> None:
-        if citizen_id:
-            pool.submit(_deliver, app, challenge_id, send_id, to, code, text)
+    answer, it made a registered pair's answer measurably slower (a timing oracle). The
+    answer is known to be out when the server closes the response (PEP 3333)."""
+    answered = threading.Event()
+    _pool().submit(_deliver_after, answered, current_app._get_current_object(), challenge_id, send_id, citizen_id,
+                   to, code, message_text(code, settings.server.issuer))
 
     @after_this_request
     def _send_after_the_answer(response):
-        response.call_on_close(send)
+        response.call_on_close(answered.set)
         return response
 
 
