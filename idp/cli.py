@@ -730,8 +730,8 @@ def dev(ctx, agencies):
 @main.command()
 @pass_ctx
 def serve(obj: Context):
-    """Run in production: gunicorn workers, PostgreSQL and Redis."""
-    from .devserver import run_production
+    """Run in production: granian workers, PostgreSQL and Redis."""
+    from .serving import run_production
 
     run_production(obj.settings)
 

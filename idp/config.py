@@ -44,6 +44,10 @@ def _at_least(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low}"
 
 
+def _between(low: int, high: int) -> Callable[[Any], str | None]:
+    return lambda v: None if low <= v <= high else f"must be from {low} to {high}"
+
+
 def _url(v: str) -> str | None:
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -108,15 +112,30 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "issuer": Key(str, "http://127.0.0.1:5000",
                       "Issuer identifier: the public https URL of this provider, no trailing slash.\n"
                       "Plain http is accepted only for loopback addresses (development and tests).", _url),
-        "bind": Key(str, "127.0.0.1:5000", "Address gunicorn (idp serve) or the development server (idp dev) listens on."),
+        "bind": Key(str, "127.0.0.1:5000",
+                    "Address idp serve (granian) or the development server (idp dev) listens on: HOST:PORT,\n"
+                    "[IPv6]:PORT, or unix:PATH (idp serve only)."),
         "secret_key": Key(str, None,
                           "Master secret (32+ random characters). Every other secret is derived from it with HKDF:\n"
                           "session signing, CSRF, HMAC fingerprints of national IDs and mobiles, pairwise subjects,\n"
                           "encryption of authenticator-app secrets. Changing it logs everyone out and changes\n"
                           "every pairwise `sub`: keep it stable and secret. `idp config secret` prints a new one.",
                           _long_secret, secret=True),
-        "workers": Key(int, 4, "gunicorn worker processes for idp serve.", _at_least(1)),
-        "threads": Key(int, 8, "Threads per gunicorn worker (the gthread worker class).", _at_least(1)),
+        "workers": Key(int, 4, "Worker processes of idp serve (one per CPU core).", _at_least(1)),
+        "threads": Key(int, 8, "Python threads per worker that run requests (granian's blocking threads).\n"
+                       "Connections are read and written by granian's Rust runtime, not by these threads,\n"
+                       "so slow or idle clients never hold one.", _at_least(1)),
+        "header_timeout": Key(int, 10,
+                              "Seconds a client has to send a request's headers, from the moment its connection\n"
+                              "opened or its previous response ended; a client that has not sent them all by then\n"
+                              "is disconnected. It is also how long an idle kept-alive connection stays open.",
+                              _between(1, 60)),
+        "max_connections": Key(int, 4096,
+                               "Connections idp serve holds open at once, shared evenly among its workers: each\n"
+                               "connection costs a few kilobytes, not a thread. Beyond it new connections wait in\n"
+                               "the backlog until one closes.", _at_least(64)),
+        "backlog": Key(int, 1024, "Connections the kernel queues for idp serve before it accepts them.",
+                       _at_least(128)),
         "proxy_hops": Key(int, 0, "How many reverse proxies in front set X-Forwarded-For/-Proto (0 = none trusted).",
                           _at_least(0)),
         "default_locale": Key(str, "fa", "Language of the login pages when the person has not chosen one.",
@@ -250,7 +269,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      "out of the file and set IDP_METRICS_TOKEN instead.",
                      lambda v: None if v == "" or len(v) >= 32 else "must be at least 32 characters", secret=True),
         "multiproc_dir": Key(str, "",
-                             "Directory where gunicorn workers (idp serve) keep their metric files, so that a\n"
+                             "Directory where the workers of idp serve keep their metric files, so that a\n"
                              "scrape sums every worker (prometheus_client multiprocess mode); emptied at start.\n"
                              "Empty = a new temporary directory."),
     },

@@ -1,13 +1,11 @@
-"""Running the provider: ``idp dev`` (embedded default, one process) and ``idp serve`` (gunicorn)."""
+"""Running the embedded default, ``idp dev``: one process with demo data (``idp serve`` is in serving.py)."""
 from __future__ import annotations
 
 import atexit
-import gc
 import importlib.util
 import os
 import subprocess
 import sys
-from urllib.parse import urlsplit
 
 import click
 
@@ -90,60 +88,3 @@ def run_dev(settings: Settings, with_agencies: bool) -> None:
             click.echo(f"  {a['url']}  {a['name']}")
     click.echo("\nOne-time codes are printed here, on the console.\n")
     app.run(host=host or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
-
-
-def _warm_templates(app) -> None:
-    """Compile every template once in the master (preload_app), so that the forked workers share
-    the compiled code instead of each compiling it on its first requests."""
-    for name in app.jinja_env.list_templates():
-        if name.endswith(".html"):
-            app.jinja_env.get_template(name)
-
-
-def run_production(settings: Settings) -> None:
-    """gunicorn with gthread workers; refuses settings that only make sense in development."""
-    from gunicorn.app.base import BaseApplication
-
-    from . import create_app
-
-    if settings.store.url == "memory://":
-        raise click.ClickException("[store] url: memory:// cannot be shared by gunicorn workers; use redis://")
-    if not settings.database.url.startswith("postgresql"):
-        click.echo("idp serve: warning: [database] url is not PostgreSQL", err=True)
-    if not settings.limits.enabled:
-        click.echo("idp serve: WARNING: rate limits are OFF ([limits] enabled = false)", err=True)
-    host = urlsplit(settings.server.issuer).hostname or ""
-    click.echo(f"idp serve: issuer {settings.server.issuer} on {settings.server.bind} ({host})", err=True)
-
-    class Application(BaseApplication):
-        def load_config(self):
-            self.cfg.set("bind", settings.server.bind)
-            self.cfg.set("workers", settings.server.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", settings.server.threads)
-            self.cfg.set("preload_app", True)
-            self.cfg.set("accesslog", None)
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("timeout", 30)
-            self.cfg.set("forwarded_allow_ips", "*" if settings.server.proxy_hops else "127.0.0.1")
-            self.cfg.set("post_worker_init", post_worker_init)
-
-        def load(self):
-            app = create_app(settings)
-            _warm_templates(app)
-            # What the master built stays put: the collector no longer walks (and so no longer
-            # writes to) those objects, so forked workers keep sharing their pages and each
-            # collection in a worker has less to scan.
-            gc.collect()
-            gc.freeze()
-            return app
-
-    def post_worker_init(worker):
-        """Each worker sweeps back-channel logouts left undelivered (e.g. by a restart) at once."""
-        from .logout import ensure_worker
-
-        ensure_worker(worker.wsgi)
-
-    from .metrics import prepare_multiprocess
-    prepare_multiprocess(settings)  # before the app is built: gunicorn workers share metric files
-    Application().run()

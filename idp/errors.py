@@ -125,7 +125,7 @@ def init_app(app) -> None:
 
         Flask-SQLAlchemy's own teardown ROLLBACKs the session's open transaction; when the server
         was restarted or failed over after the request's last query, that ROLLBACK raises out of
-        Flask, and gunicorn turns a finished (or already 503) response into a bare 500. This
+        Flask, and the WSGI server turns a finished (or already 503) response into a bare 500. This
         teardown, registered later, runs first: the connection is discarded (the pool replaces
         it), the session is closed, and Flask-SQLAlchemy's finds nothing left to do.
         """

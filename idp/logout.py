@@ -309,7 +309,7 @@ def ensure_worker(app: Flask) -> None:
     """Start this process's delivery thread for the app unless it runs (or was stopped for good).
 
     Called when a serving process first ends a session (never by ``idp`` commands); a serving
-    process may also call it at start (e.g. gunicorn's post_worker_init) so that rows left by
+    process may also call it at start (``idp serve`` does, in each worker) so that rows left by
     a restart are swept before the next logout. A forked process starts its own."""
     worker = app.extensions.get(_WORKER_KEY)
     if worker == "disabled" or (isinstance(worker, _Worker) and worker.pid == os.getpid()):

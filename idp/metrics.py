@@ -22,10 +22,11 @@ otp.py, ratelimit.py, oidc.py); they never raise, so metrics can never break a l
 ``idp_unique_citizens_today``            gauge: today's unique citizens (live estimate)
 =======================================  =====================================================
 
-gunicorn runs several worker processes: ``idp serve`` turns on prometheus_client's
-multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``; ``[metrics] multiproc_dir``, emptied at
-start), so a scrape of any worker sums the counters and histograms of all of them. The two
-gauges are read from the database and the store at scrape time, so they need no aggregation.
+``idp serve`` runs several worker processes: it turns on prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``; ``[metrics] multiproc_dir``, emptied at start), so a scrape of
+any worker sums the counters and histograms of all of them, those of workers that have since
+died or been replaced included (a counter never goes back). The two gauges are read from the
+database and the store at scrape time, so they need no aggregation.
 """
 from __future__ import annotations
 
@@ -130,7 +131,7 @@ def token_response(status: int) -> None:
 # ---- the app -----------------------------------------------------------------------------------
 
 def prepare_multiprocess(settings) -> str | None:
-    """Before gunicorn forks (``idp serve``): a fresh directory for the workers' metric files."""
+    """Before ``idp serve`` forks its workers: a fresh directory for their metric files."""
     if not settings.metrics.enabled:
         return None
     path = settings.metrics.multiproc_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or \
@@ -141,6 +142,25 @@ def prepare_multiprocess(settings) -> str | None:
             os.remove(os.path.join(path, name))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
+
+
+def forget_dead_workers() -> None:
+    """At a worker's start: mark the processes whose metric files remain but which are gone
+    (killed, or replaced at a restart) as dead, so that no live gauge keeps their last value.
+    Their counters and histograms stay in the sums."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    from prometheus_client import multiprocess
+
+    pids = {name.rsplit("_", 1)[1][:-3] for name in os.listdir(path) if name.endswith(".db")}
+    for pid in (int(p) for p in pids if p.isdigit()):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def init_app(app) -> None:

@@ -87,6 +87,7 @@ def test_operator_session(env, tmp_path):
      {}, "national_id"),
     (("citizens", "import", "/no/such/file.csv"), {}, "no such file"),
     (("serve",), {"IDP_STORE_URL": "memory://"}, "memory://"),
+    (("serve",), {"IDP_SERVER_ISSUER": "http://login.example.ir"}, "[server] issuer: must be https"),
 ])
 def test_errors_are_one_line_and_nonzero(env, args, env_extra, message):
     assert run(env, "db", "upgrade").returncode == 0
@@ -97,8 +98,9 @@ def test_errors_are_one_line_and_nonzero(env, args, env_extra, message):
     assert "Traceback" not in out.stderr
 
 
-def test_serve_runs_gunicorn_on_postgres_and_redis(env, tmp_path, postgres_url, redis_url):
-    """`idp serve` with production settings answers over HTTP from gunicorn workers."""
+def test_serve_runs_on_postgres_and_redis(env, tmp_path, postgres_url, redis_url):
+    """`idp serve` with production settings answers over HTTP from its workers, and says loudly
+    when the rate limits are off."""
     import psycopg
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -106,7 +108,7 @@ def test_serve_runs_gunicorn_on_postgres_and_redis(env, tmp_path, postgres_url, 
     port = free_port()
     prod = {**env, "IDP_DATABASE_URL": postgres_url, "IDP_STORE_URL": redis_url,
             "IDP_STORE_PREFIX": f"idpserve{port}:", "IDP_SERVER_BIND": f"127.0.0.1:{port}",
-            "IDP_SERVER_ISSUER": f"http://127.0.0.1:{port}", "IDP_SERVER_WORKERS": "2"}
+            "IDP_SERVER_ISSUER": f"http://127.0.0.1:{port}", "IDP_SERVER_WORKERS": "2", "IDP_LIMITS_ENABLED": "false"}
     assert run(prod, "db", "upgrade").returncode == 0
     assert run(prod, "keys", "generate").returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "idp.cli", "serve"], env=prod, stdout=subprocess.PIPE,
@@ -125,3 +127,4 @@ def test_serve_runs_gunicorn_on_postgres_and_redis(env, tmp_path, postgres_url, 
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
+    assert "WARNING: rate limits are OFF" in proc.stdout.read().decode()

@@ -1,5 +1,5 @@
-"""Faults, against `idp serve` (gunicorn workers) as in production: Redis stopped in the middle of
-a login, PostgreSQL restarted and stopped, a slow SMS gateway, gunicorn workers killed while
+"""Faults, against `idp serve` (granian workers) as in production: Redis stopped in the middle of
+a login, PostgreSQL restarted and stopped, a slow SMS gateway, workers killed while
 requests are in flight, and a process dying between two store calls.
 
 The Redis and PostgreSQL that are stopped here are the test's own (a redis-server on a free
@@ -392,7 +392,7 @@ def test_a_gateway_slower_than_the_timeout_gives_a_clear_page_and_keeps_the_chal
     assert browser.exchange(client_id, secret, redirect, redirect_params(done, redirect)["code"]).status_code == 200
 
 
-# ---- gunicorn workers killed while requests are in flight ------------------------------------------
+# ---- workers killed while requests are in flight ---------------------------------------------------
 
 KILLS = 5
 
@@ -496,7 +496,7 @@ def test_workers_killed_mid_request_leave_no_partial_write(tmp_path, fresh_datab
                     os.kill(victim, signal.SIGKILL)
                     killed.add(victim)
             assert wait_until(lambda: len([w for w in node.workers() if w not in killed]) == 3, 30), \
-                "gunicorn did not replace the killed workers"
+                "idp serve did not replace the killed workers"
             time.sleep(1.5)  # service goes on with the new workers under the same load
         finally:
             stop.set()

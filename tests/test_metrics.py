@@ -1,6 +1,6 @@
 """Prometheus metrics at /metrics: protected by a bearer token, counting logins by method and
 result, codes sent, wrong codes, locks, tokens by grant, latency by endpoint, and the exact
-unique-adult gauge; summed across gunicorn-style worker processes (multiprocess mode)."""
+unique-adult gauge; summed across forked worker processes (multiprocess mode)."""
 from __future__ import annotations
 
 import os
@@ -144,7 +144,7 @@ MULTIPROCESS = textwrap.dedent("""
         metrics.code_sent("failed")
 
     if __name__ == "__main__":
-        ctx = mp.get_context("fork")  # as gunicorn forks its workers
+        ctx = mp.get_context("fork")  # as idp serve forks its workers
         procs = [ctx.Process(target=worker, args=(n,)) for n in (3, 4)]
         [p.start() for p in procs]
         [p.join() for p in procs]
@@ -170,3 +170,18 @@ def test_worker_processes_are_summed(tmp_path):
     assert found[("idp_logins_total", (("method", "totp"), ("result", "success")))] == 7
     assert found[("idp_otp_codes_sent_total", (("result", "failed"),))] == 2
     assert found[("idp_unique_adults", ())] == 0
+
+
+def test_a_worker_starting_marks_the_dead_ones(tmp_path, monkeypatch):
+    """A dead worker's live gauges go (its last value would otherwise stay in every scrape); its
+    counters stay, so that the sums never go back; a live process's files are left alone."""
+    from idp import metrics
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    names = [f"counter_{dead}.db", f"gauge_livesum_{dead}.db", f"gauge_livesum_{os.getpid()}.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    metrics.forget_dead_workers()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], names[2]])

@@ -68,7 +68,7 @@ def drop_database(url: str, admin_url: str = PG_ADMIN_URL) -> None:
 
 
 def children(pid: int) -> list[int]:
-    """The live child processes of a process (gunicorn's workers), from /proc."""
+    """The live child processes of a process (idp serve's workers), from /proc."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -97,7 +97,7 @@ def rss_mb(pid: int) -> float:
 
 
 class Node:
-    """One `idp serve` process (a gunicorn master and its workers) of a deployment."""
+    """One `idp serve` process (a granian master and its workers) of a deployment."""
 
     def __init__(self, deployment: "Deployment", port: int, log: Path, proc: subprocess.Popen):
         self.deployment, self.port, self.log, self.proc = deployment, port, log, proc
@@ -105,7 +105,7 @@ class Node:
         self.outbox = deployment.outbox
 
     def wait_ready(self, timeout: float = 60) -> None:
-        """Until the node answers and gunicorn has forked all its workers (one by one)."""
+        """Until the node answers and has forked all its workers."""
         deadline = time.monotonic() + timeout
         expected = int(self.deployment.env["IDP_SERVER_WORKERS"])
         while True:
@@ -143,7 +143,7 @@ class Node:
         return [text[max(0, i - 200):i + 1500] for i in _find_all(text, "Traceback (most recent call last)")]
 
     def terminate(self) -> None:
-        """Ask gunicorn to stop (SIGTERM to the master and its workers)."""
+        """Ask the node to stop (SIGTERM to the master and its workers)."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)

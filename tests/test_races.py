@@ -1,4 +1,4 @@
-"""Races against `idp serve` with several gunicorn workers (separate processes) on PostgreSQL and
+"""Races against `idp serve` with several workers (separate processes) on PostgreSQL and
 Redis: one code redeemed in parallel, one refresh token used in parallel, one citizen's first
 login from many requests at once."""
 from __future__ import annotations
