@@ -44,6 +44,7 @@ from flask import Blueprint, Flask, current_app, has_request_context, redirect, 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import audit, sessions
 from .errors import PageError
@@ -294,6 +295,9 @@ class _Worker:
             try:
                 with self.app.app_context():
                     busy = sweep().claimed >= BATCH
+            except (OperationalError, InterfaceError) as error:
+                # An outage, not a bug: one line, as requests log it; the next sweep tries again.
+                log.warning("back-channel logout sweep: database unavailable: %s", error.__class__.__name__)
             except Exception:  # noqa: BLE001 - the worker must outlive a failing database or store
                 log.exception("back-channel logout sweep failed")
             if not busy:
