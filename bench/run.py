@@ -3,19 +3,23 @@
     . .venv/bin/activate && python bench/run.py            # or: make bench
     python bench/run.py --duration 5 --concurrency 16 --only login,token
     python bench/run.py --skip-peer --workers 3 --threads 4
+    python bench/run.py --servers granian,gthread           # two serving models of ours, one run
 
-It starts both providers on loopback ports and drives them in turn, workload by workload:
+It starts the providers on loopback ports and drives them in turn, workload by workload:
 
-- ours: ``idp serve`` (gunicorn) with production settings against a fresh PostgreSQL database
+- ours: ``idp serve`` (granian) with production settings against a fresh PostgreSQL database
   and Redis under a unique key prefix, ``[limits] enabled = false``, the file SMS backend, new
-  signing keys, one bench client and N citizens registered through the ``idp`` command;
+  signing keys, one bench client and N citizens registered through the ``idp`` command; with
+  ``--servers`` also (or instead) the same app and settings under gunicorn's gthread or sync
+  workers (bench/gunicorn_serve.py), each with a database of its own;
 - the peer: ``shared/peers/oidc-provider`` copied to a cache directory, ``npm ci`` there once,
   ``NODE_ENV=production node server.mjs``.
 
 Workloads: full login flows (bench/flow.mjs), code exchange (codes collected first within SSO
 sessions, then each redeemed once, bench/flow.mjs), refresh (wrk, rotating), userinfo,
-introspection, discovery and JWKS (wrk). For each it prints throughput, p50, p99 and errors for
-us and for the peer, the ratio ours/peer, and the CPU the load generator and each server used.
+introspection, discovery and JWKS (wrk). For each it prints throughput, p50, p99 and errors of
+each provider, the ratios (each of ours to the peer; the first serving model to the others), and
+the CPU each server used per operation.
 Every loop is bounded in time and count; nothing is sent anywhere but 127.0.0.1.
 """
 from __future__ import annotations
@@ -215,7 +219,8 @@ def wrk(url: str, args, tmp: Path, name: str, env: dict) -> dict:
 
 def flow(mode: str, target: str, prov: "Provider", args, tmp: Path, **extra) -> dict:
     out = tmp / f"flow-{mode}-{target}.log"
-    cmd = ["node", str(HERE / "flow.mjs"), mode, "--target", target, "--base", prov.url,
+    kind = "ours" if isinstance(prov, Ours) else "peer"  # what flow.mjs drives: our login pages or the peer's
+    cmd = ["node", str(HERE / "flow.mjs"), mode, "--target", kind, "--base", prov.url,
            "--client-id", prov.client_id, "--secret", prov.secret, "--redirect", REDIRECT,
            "--concurrency", str(args.concurrency), "--citizens", str(prov.citizens_csv)]
     if prov.outbox:
@@ -267,11 +272,16 @@ class Provider:
                 self.proc.wait(5)
 
 
-class Ours(Provider):
-    name = "ours"
+#: Serving models of ours (--servers): the command that serves the app, after the settings file.
+SERVERS = {"granian": [sys.executable, "-m", "idp.cli", "serve"],
+           "gthread": [sys.executable, str(HERE / "gunicorn_serve.py"), "gthread"],
+           "sync": [sys.executable, str(HERE / "gunicorn_serve.py"), "sync"]}
 
-    def __init__(self, args, tmp: Path, citizens_csv: Path):
-        self.args, self.tmp, self.citizens_csv = args, tmp / "ours", citizens_csv
+
+class Ours(Provider):
+    def __init__(self, args, tmp: Path, citizens_csv: Path, server: str = "granian"):
+        self.name, self.server = server, server
+        self.args, self.tmp, self.citizens_csv = args, tmp / server, citizens_csv
         self.tmp.mkdir()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -350,12 +360,7 @@ enabled = false
                          "WHERE first_adult_authenticated_at IS NOT NULL) WHERE name = 'unique_adults'")
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "idp.cli", "serve"]
-        if self.args.worker_class != "gthread":
-            # an experiment: gunicorn's own command line with another worker class, same app
-            cmd = [sys.executable, "-m", "gunicorn", "-k", self.args.worker_class, "-w", str(self.args.workers),
-                   "--preload", "-b", f"127.0.0.1:{self.port}", "--access-logfile", "-", "--log-level", "warning",
-                   "idp:create_app()"]
+        cmd = SERVERS[self.server]
         if self.args.server_cpu:
             cmd = ["taskset", "-c", self.args.server_cpu] + cmd
         self.logfile = self.tmp / "serve.log"
@@ -368,8 +373,8 @@ enabled = false
         return children(self.proc.pid)
 
     def cpu_groups(self) -> dict[str, list[int]]:
-        # the gunicorn tree, the PostgreSQL backends of its database, and Redis
-        return {"gunicorn": self.server_pids(), "postgres": pg_backends(self.db_name),
+        # the server's process tree, the PostgreSQL backends of its database, and Redis
+        return {"server": self.server_pids(), "postgres": pg_backends(self.db_name),
                 "redis": pids_named("redis-server")}
 
     def cleanup(self) -> None:
@@ -501,10 +506,10 @@ def check_token_use(name: str, p: Provider, access: str) -> None:
 
 
 def start_profiler(p: Provider, name: str, args) -> list[subprocess.Popen]:
-    """--profile DIR: py-spy on every gunicorn worker of ours during the workload (on-CPU samples:
-    --gil), written as collapsed stacks (DIR/<workload>-<pid>.txt, for flamegraph.pl or
-    speedscope) with a summary of the hottest functions in DIR/<workload>-top.txt."""
-    if not args.profile or p.name != "ours":
+    """--profile DIR: py-spy on every worker of ours during the workload (on-CPU samples: --gil),
+    written as collapsed stacks (DIR/<server>-<workload>-<pid>.txt, for flamegraph.pl or
+    speedscope) with a summary of the hottest functions in DIR/<server>-<workload>-top.txt."""
+    if not args.profile or not isinstance(p, Ours):
         return []
     spy = shutil.which("py-spy")
     if not spy:
@@ -514,7 +519,7 @@ def start_profiler(p: Provider, name: str, args) -> list[subprocess.Popen]:
     procs = []
     for pid in p.workers():
         cmd = [spy, "record", "-p", str(pid), "-d", str(max(1, args.duration - 2)), "-r", "100", "--gil",
-               "--nonblocking", "-f", "raw", "-o", str(out / f"{name}-{pid}.txt")]
+               "--nonblocking", "-f", "raw", "-o", str(out / f"{p.name}-{name}-{pid}.txt")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs
 
@@ -621,37 +626,46 @@ def fmt(v, spec=",.0f", empty="-"):
     return empty if v is None else format(v, spec)
 
 
+SERVER_LABELS = {"granian": "granian (idp serve), {w} workers x {t} threads",
+                 "gthread": "gunicorn gthread, {w} workers x {t} threads", "sync": "gunicorn sync, {w} workers"}
+
+
 def report(results: dict, args, info: dict) -> str:
+    names = args.servers + ([] if args.skip_peer else ["peer"])
+    ratios = [(s, "peer") for s in args.servers if not args.skip_peer]
+    ratios += [(args.servers[0], s) for s in args.servers[1:]]
     lines = [f"bench {info['date']}  machine: nproc {info['machine']['nproc']}, {info['machine']['cpu']}, "
              f"{info['machine']['mem_gb']} GB; node {info['machine']['node']}, python {info['machine']['python']}",
-             (f"ours: idp serve, {args.workers} gthread workers x {args.threads} threads, PostgreSQL + Redis; "
-              if args.worker_class == "gthread" else f"ours: gunicorn -k sync, {args.workers} workers; ")
-             + 
-             f"peer: oidc-provider, {args.peer_workers} process(es), in memory",
+             "ours: " + "; ".join(SERVER_LABELS[s].format(w=args.workers, t=args.threads) for s in args.servers)
+             + ", PostgreSQL + Redis" + ("" if args.skip_peer else
+                                         f"; peer: oidc-provider, {args.peer_workers} process(es), in memory"),
              f"{args.concurrency} concurrent clients, {args.duration} s per workload, {args.citizens} citizens "
              + ("never logged in before; " if args.first_logins else "each logged in once before; ")
              + (f"servers on CPU {args.server_cpu}, generators on CPU {args.gen_cpu}" if args.server_cpu
                 else "no CPU pinning (servers, PostgreSQL, Redis and generators share every core)"),
              "",
-             f"{'workload':<22} {'ours/s':>8} {'p50':>7} {'p99':>7} {'err':>4} | {'peer/s':>8} {'p50':>7} {'p99':>7} "
-             f"{'err':>4} | {'ratio':>5} | {'gen CPU o/p':>11} | {'srv cores o/p':>13}"]
+             f"{'workload':<22} " + " | ".join(f"{n + '/s':>9} {'p50':>6} {'p99':>6} {'err':>4}" for n in names)
+             + " | " + " ".join(f"{a + '/' + b:>15}" for a, b in ratios) + f" | {'CPU ms/op':>14}"]
     for name in args.only:
-        o, p = results.get(name, {}).get("ours", {}), results.get(name, {}).get("peer", {})
-        ratio = (o["throughput"] / p["throughput"]) if o.get("throughput") and p.get("throughput") else None
-        gen = f"{fmt(o.get('generator_cpu_s'), '.1f')}/{fmt(p.get('generator_cpu_s'), '.1f')}s"
-        srv = f"{fmt(o.get('server_cores'), '.2f')}/{fmt(p.get('server_cores'), '.2f')}"
-        lines.append(f"{LABELS[name]:<22} {fmt(o.get('throughput'))!s:>8} {fmt(o.get('p50_ms'), '.1f'):>7} "
-                     f"{fmt(o.get('p99_ms'), '.1f'):>7} {fmt(o.get('errors'), 'd'):>4} | "
-                     f"{fmt(p.get('throughput'))!s:>8} {fmt(p.get('p50_ms'), '.1f'):>7} {fmt(p.get('p99_ms'), '.1f'):>7} "
-                     f"{fmt(p.get('errors'), 'd'):>4} | {fmt(ratio, '.2f'):>5} | {gen:>11} | {srv:>13}")
-    lines.append("(latencies in ms; a login's latency is the whole flow; ratio = ours/peer throughput; "
-                 "gen CPU = seconds the load generator used; srv cores = CPU the server used per second of wall "
-                 "time, ours including PostgreSQL and Redis)")
-    if info.get("memory"):
-        lines.append("ours, memory per worker (RSS / peak MB): " + ", ".join(
-            f"{r:.0f}/{h:.0f}" for r, h in info["memory"]))
+        row = results.get(name, {})
+        cells = []
+        for n in names:
+            r = row.get(n, {})
+            cells.append(f"{fmt(r.get('throughput')):>9} {fmt(r.get('p50_ms'), '.1f'):>6} {fmt(r.get('p99_ms'), '.1f'):>6} "
+                         f"{fmt(r.get('errors'), 'd'):>4}")
+        quotients = []
+        for a, b in ratios:
+            ta, tb = row.get(a, {}).get("throughput"), row.get(b, {}).get("throughput")
+            quotients.append(f"{fmt(ta / tb if ta and tb else None, '.2f'):>15}")
+        cpu = "/".join(fmt(row.get(n, {}).get("server_cpu_ms_per_op"), ".1f") for n in names)
+        lines.append(f"{LABELS[name]:<22} " + " | ".join(cells) + " | " + " ".join(quotients) + f" | {cpu:>14}")
+    lines.append("(latencies in ms; a login's latency is the whole flow; a/b = throughput of a over b; "
+                 "CPU ms/op = CPU each server used per operation (" + "/".join(names)
+                 + "), ours including PostgreSQL and Redis)")
+    for server, memory in info.get("memory", {}).items():
+        lines.append(f"{server}, memory per worker (RSS / peak MB): " + ", ".join(f"{r:.0f}/{h:.0f}" for r, h in memory))
     for name in args.only:
-        for who in ("ours", "peer"):
+        for who in names:
             r = results.get(name, {}).get(who, {})
             if r.get("error_samples"):
                 lines.append(f"  {who} {name} errors: {r['error_samples']}")
@@ -669,15 +683,16 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=200,
                     help="codes collected (untimed) before each timed batch of exchanges (default 200)")
     ap.add_argument("--citizens", type=int, default=2000, help="citizens registered (default 2000)")
-    ap.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4, as idp serve)")
+    ap.add_argument("--workers", type=int, default=4, help="worker processes (default 4, as idp serve)")
     ap.add_argument("--threads", type=int, default=8, help="threads per worker (default 8, as idp serve)")
     ap.add_argument("--pool-size", type=int, default=10, help="database pool per worker (default 10)")
     ap.add_argument("--first-logins", action="store_true",
                     help="citizens who never logged in (default: each logged in once, yesterday)")
     ap.add_argument("--ours-src", metavar="DIR",
                     help="run our provider from DIR/idp instead of this checkout (before/after comparisons)")
-    ap.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread",
-                    help="gthread: idp serve (default); sync: gunicorn -k sync with --workers processes")
+    ap.add_argument("--servers", default="granian",
+                    help="comma-separated serving models of ours, each measured in the same run: granian (idp "
+                         "serve, the default), gthread and sync (gunicorn, bench/gunicorn_serve.py)")
     ap.add_argument("--peer-workers", type=int, default=1, help="peer processes (default 1, as its README)")
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--pin", choices=["none", "split"], default="none",
@@ -688,8 +703,11 @@ def main() -> int:
     ap.add_argument("--profile", metavar="DIR", help="py-spy every worker of ours during each workload, into DIR")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     args = ap.parse_args()
-    args.only = [w.strip() for w in args.only.split(",") if w.strip()]
-    bad = [w for w in args.only if w not in WORKLOADS]
+    asked = [w.strip() for w in args.only.split(",") if w.strip()]
+    args.only = [w for w in WORKLOADS if w in asked]  # in this order: later workloads use earlier tokens
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    bad = [w for w in asked if w not in WORKLOADS] + [s for s in args.servers if s not in SERVERS]
+    bad += ["--servers twice the same"] if len(set(args.servers)) != len(args.servers) else []
     if bad or not 1 <= args.concurrency <= 512 or not 1 <= args.duration <= 300 or args.requests < 1:
         ap.error(f"bad arguments {bad or ''} (concurrency 1-512, duration 1-300 s)")
     if args.citizens < args.concurrency:
@@ -704,7 +722,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="idp-bench-"))
     citizens_csv = tmp / "citizens.csv"
     make_citizens(args.citizens, citizens_csv)
-    provs: list[Provider] = [Ours(args, tmp, citizens_csv)]
+    provs: list[Provider] = [Ours(args, tmp, citizens_csv, server) for server in args.servers]
     if not args.skip_peer:
         provs.append(Peer(args, tmp, citizens_csv))
     info = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
@@ -722,8 +740,8 @@ def main() -> int:
                 log(f"{name} on {p.name} ...")
                 r = run_workload(name, p, args, tmp, state)
                 results.setdefault(name, {})[p.name] = r
-                if args.profile and p.name == "ours":
-                    profile_summary(Path(args.profile), name)
+                if args.profile and isinstance(p, Ours):
+                    profile_summary(Path(args.profile), f"{p.name}-{name}")
                 if "throughput" in r:
                     log(f"  {p.name} {name}: {r['throughput']:,.0f}/s p50 {fmt(r['p50_ms'], '.1f')} ms "
                         f"p99 {fmt(r['p99_ms'], '.1f')} ms errors {r['errors']} "
@@ -737,8 +755,7 @@ def main() -> int:
                 if r.get("steps_ms"):
                     log(f"  {p.name} {name}: mean ms per step {r['steps_ms']}")
                 time.sleep(1)
-        ours = provs[0]
-        info["memory"] = [rss_mb(w) for w in ours.workers()]
+        info["memory"] = {p.name: [rss_mb(w) for w in p.workers()] for p in provs if isinstance(p, Ours)}
     finally:
         for p in provs:
             p.stop()

@@ -4,7 +4,7 @@
     python bench/soak.py --minutes 3 --interval 20
     python bench/soak.py --pg-admin postgresql://postgres@127.0.0.1:5432/postgres --redis redis://127.0.0.1:6379/0
 
-Starts `idp serve` (gunicorn, gthread workers) on a fresh PostgreSQL database and a fresh key
+Starts `idp serve` (granian workers) on a fresh PostgreSQL database and a fresh key
 prefix in Redis, registers agencies and citizens, then drives a mix of what agencies and people
 do: whole logins (authorize -> national ID and mobile -> code from the file outbox -> code ->
 token exchange), single sign-on logins, refreshes (rotating), userinfo, introspection,
@@ -12,7 +12,7 @@ discovery and JWKS, and logins abandoned half-way (their store records must expi
 own). Rate limits stay on (generous), so their keys are exercised too.
 
 Every ``--interval`` seconds it prints: requests so far and per second, the 5xx count (must stay
-0), transport errors, p50/p99 latency of the interval, the RSS of each gunicorn worker (must stay
+0), transport errors, p50/p99 latency of the interval, the RSS of each worker (must stay
 flat), and the number of store keys under the prefix with the number of those WITHOUT a TTL
 (must be 0; the documented permanent keys of idp/store.py are listed apart). At the end: a
 summary, and exit status 1 when a 5xx was seen, a key without a TTL was found, or a worker's RSS
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=30.0, help="seconds between reports")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS baseline is taken")
     ap.add_argument("--clients", type=int, default=8, help="concurrent simulated clients")
-    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes")
     ap.add_argument("--threads", type=int, default=8, help="threads per worker")
     ap.add_argument("--citizens", type=int, default=400)
     ap.add_argument("--max-growth-mb", type=float, default=15.0, help="tolerated RSS growth per worker")
