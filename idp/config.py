@@ -132,7 +132,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               _between(1, 60)),
         "max_connections": Key(int, 4096,
                                "Connections idp serve holds open at once, shared evenly among its workers: each\n"
-                               "connection costs a few kilobytes, not a thread. Beyond it new connections wait in\n"
+                               "connection costs about 20 KB, not a thread. Beyond it new connections wait in\n"
                                "the backlog until one closes.", _at_least(64)),
         "backlog": Key(int, 1024, "Connections the kernel queues for idp serve before it accepts them.",
                        _at_least(128)),
