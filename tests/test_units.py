@@ -115,3 +115,13 @@ def test_secrets_are_masked_and_derived_keys_differ():
     s = load_settings(None, env={}, overrides=SECRET)
     assert s.as_dict()["server"]["secret_key"] == "********"
     assert s.derived_key("a") != s.derived_key("b") and len(s.derived_key("a")) == 32
+
+
+def test_idp_serve_listens_where_bind_says():
+    from pathlib import Path
+
+    from idp.serving import listen_address
+
+    assert listen_address("127.0.0.1:5000") == {"address": "127.0.0.1", "port": 5000}
+    assert listen_address("[::]:8443") == {"address": "::", "port": 8443}
+    assert listen_address("unix:/run/idp/idp.sock") == {"uds": Path("/run/idp/idp.sock")}
