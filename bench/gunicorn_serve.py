@@ -15,10 +15,10 @@ import sys
 from gunicorn.app.base import BaseApplication
 
 from idp import create_app
-from idp.config import load_settings
-from idp.logout import ensure_worker
-from idp.metrics import prepare_multiprocess
-from idp.serving import refuse_development_settings, warm_templates
+from idp.cli.serve import refuse_development_settings, warm_templates
+from idp.platform.metrics import prepare_multiprocess
+from idp.platform.settings import load_settings
+from idp.protocol.logout import ensure_worker
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from idp.national_id import make_national_id  # noqa: E402
+from idp.citizens.national_id import make_national_id  # noqa: E402
 
 GIVEN = ("علی", "محمد", "حسین", "زهرا", "فاطمه", "مریم", "رضا", "سارا", "مهدی", "نرگس")
 GIVEN_LATIN = ("Ali", "Mohammad", "Hossein", "Zahra", "Fatemeh", "Maryam", "Reza", "Sara", "Mahdi", "Narges")

@@ -445,7 +445,7 @@ class Peer(Provider):
 def make_citizens(n: int, path: Path) -> None:
     """N adults with valid national IDs and distinct mobiles (the peer takes any 10 digits)."""
     sys.path.insert(0, str(REPO))
-    from idp.national_id import make_national_id
+    from idp.citizens.national_id import make_national_id
 
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)

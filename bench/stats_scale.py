@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from idp.national_id import make_national_id  # noqa: E402
+from idp.citizens.national_id import make_national_id  # noqa: E402
 
 CHUNK = 200_000
 AGENCIES = 500
@@ -165,8 +165,8 @@ def run(args, url: str, rng: random.Random, env: dict) -> None:
     import psycopg
 
     from idp import create_app
-    from idp.cli import upgrade_database
-    from idp.config import load_settings
+    from idp.platform.database import upgrade_database
+    from idp.platform.settings import load_settings
 
     settings = load_settings(None)
     app = create_app(settings, require_keys=False)
@@ -254,8 +254,8 @@ def run(args, url: str, rng: random.Random, env: dict) -> None:
         say(results[-1])
 
     # ---- the live counters, as the logins of today would have fed them ------------------------
-    from idp import stats as st
-    from idp.extensions import store
+    from idp.platform.store import store
+    from idp.stats import report as st
 
     with app.app_context():
         day = today.isoformat()

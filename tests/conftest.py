@@ -17,7 +17,7 @@ import pytest
 import redis as redis_lib
 
 from idp import create_app
-from idp.config import load_settings
+from idp.platform.settings import load_settings
 
 from .helpers import FlowClient, Outbox
 
@@ -104,7 +104,7 @@ class LiveProvider:
 
     def add_client(self, **kwargs):
         """Register a client; returns (client_id, secret, redirect_uri)."""
-        from idp.agencies import register_client
+        from idp.protocol.agencies import register_client
 
         redirect = kwargs.pop("redirect_uri", f"http://127.0.0.1:9/{uuid.uuid4().hex[:6]}/cb")
         kwargs.setdefault("trusted", True)  # consent pages are tested on their own
@@ -114,8 +114,8 @@ class LiveProvider:
 
     def add_citizen(self, birth_date: str = "1980-01-01", mobile: str | None = None):
         """Register a citizen with a random valid national ID; returns (national_id, mobile)."""
-        from idp.national_id import make_national_id
-        from idp.registry import add_citizen
+        from idp.citizens.national_id import make_national_id
+        from idp.citizens.registry import add_citizen
 
         national_id = make_national_id(f"{secrets.randbelow(10**9):09d}")
         mobile = mobile or f"+98912{secrets.randbelow(10**7):07d}"
@@ -125,7 +125,7 @@ class LiveProvider:
         return national_id, mobile
 
     def stop(self):
-        from idp import logout
+        from idp.protocol import logout
 
         logout.stop_worker(self.app)  # its database goes away with the test
         self.server.shutdown()
@@ -133,8 +133,8 @@ class LiveProvider:
 
 
 def start_provider(tmp: Path, database_url: str, store_url: str, **extra) -> LiveProvider:
-    from idp import keys
-    from idp.cli import upgrade_database
+    from idp.platform import keys
+    from idp.platform.database import upgrade_database
 
     port = free_port()
     settings = make_settings(tmp, database_url, store_url, port, **extra)
@@ -155,9 +155,24 @@ def sqlite_provider(tmp_path_factory, redis_url: str, name: str):
     finally:
         live.stop()
         with live.app.app_context():
-            from idp.extensions import db
+            from idp.platform.database import db
 
             db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def fresh_database():
+    """A database of its own on the shared PostgreSQL server, dropped afterwards."""
+    import psycopg
+
+    from .test_multinode import create_database, drop_database
+
+    try:
+        url = create_database()
+    except psycopg.Error as exc:
+        need("PostgreSQL", str(exc).strip())
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -174,7 +189,7 @@ def provider(request, tmp_path_factory, redis_url):
     yield live
     live.stop()
     with live.app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         db.engine.dispose()
 

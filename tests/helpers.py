@@ -139,7 +139,7 @@ def redirect_params(response: requests.Response, redirect_uri: str) -> dict[str,
 
 
 def mobile_e164(mobile: str) -> str:
-    from idp.national_id import parse_mobile
+    from idp.citizens.national_id import parse_mobile
 
     return parse_mobile(mobile)
 

@@ -134,7 +134,7 @@ def hs256_with(secret: bytes, token: str, **claims) -> str:
 
 def sign_with_our_key(provider, header: dict, claims: dict, alg: str) -> str:
     """A token signed with the provider's real ``alg`` key (to forge everything but the signature)."""
-    from idp.extensions import keyring
+    from idp.platform.keys import keyring
 
     with provider.app.app_context():
         key = keyring.signing_key(alg)
@@ -734,16 +734,16 @@ def test_csrf_on_withdrawing_a_service(provider, app_client, citizen, case):
 
 
 def _granted(provider, citizen, client_id: str) -> tuple[str, ...]:
-    from idp import consent
-    from idp.citizens import find_by_national_id
+    from idp.citizens.counting import find_by_national_id
+    from idp.protocol import consent
 
     with provider.app.app_context():
         return consent.granted_scopes(find_by_national_id(citizen[0]).id, client_id)
 
 
 def _totp_enrolled(provider, citizen) -> bool:
-    from idp import totp
-    from idp.citizens import find_by_national_id
+    from idp.citizens.counting import find_by_national_id
+    from idp.login import totp
 
     with provider.app.app_context():
         return totp.is_enrolled(find_by_national_id(citizen[0]))
@@ -808,7 +808,7 @@ def test_cookie_bomb_of_authorization_requests_leaves_a_few_flow_cookies(provide
     the older one-name-per-flow kind, planted) leave at most MAX_FLOWS: the newest flows still
     work, the oldest is refused, and a login still succeeds. tests/browser/test_flow_cookies.py
     does the same with 170 popups at once in Chromium."""
-    from idp.sessions import FLOW_COOKIE_PREFIX, MAX_FLOWS
+    from idp.protocol.sessions import FLOW_COOKIE_PREFIX, MAX_FLOWS
 
     browser = provider.flow()
     for _ in range(20):
@@ -915,8 +915,10 @@ def test_cookies_are_httponly_on_loopback_http(provider, app_client, citizen):
 def test_cookies_are_secure_and_httponly_under_an_https_issuer(tmp_path, redis_url):
     """The server itself runs http on loopback in tests, so the https case is checked in-process:
     every cookie the login sets (and the logout clears) is Secure, HttpOnly and SameSite=Lax."""
-    from idp import create_app, keys, logout
-    from idp.cli import upgrade_database
+    from idp import create_app
+    from idp.platform import keys
+    from idp.platform.database import upgrade_database
+    from idp.protocol import logout
 
     issuer = "https://idp.example.test"
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'idp.sqlite3'}", redis_url, 1,
@@ -925,8 +927,8 @@ def test_cookies_are_secure_and_httponly_under_an_https_issuer(tmp_path, redis_u
     app = create_app(settings)
     upgrade_database(app)
     outbox = Outbox(Path(settings.sms.outbox))
-    from idp.agencies import register_client
-    from idp.registry import add_citizen
+    from idp.citizens.registry import add_citizen
+    from idp.protocol.agencies import register_client
 
     with app.app_context():
         client, _ = register_client("Agency", ["https://agency.example/cb"], trusted=True, public=True)
@@ -1085,7 +1087,7 @@ def test_cors_is_not_granted_to_arbitrary_origins(provider, app_client, path):
 # =========================================================================================================
 
 def _disable(provider, client_id: str) -> None:
-    from idp import agencies
+    from idp.protocol import agencies
 
     with provider.app.app_context():
         agencies.set_enabled(agencies.get_client(client_id), False)

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from .helpers import wait_until, cli_env
+from .helpers import cli_env, wait_until
 
 
 def test_a_login_leaves_a_trail_without_identifiers(provider):

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from idp.national_id import make_national_id
+from idp.citizens.national_id import make_national_id
 
 from .helpers import pkce_pair, redirect_params
 

@@ -344,7 +344,7 @@ def test_cli_registration_errors_are_one_line(tmp_path, args, message):
 
 def test_registration_is_validated(provider, tmp_path):
     """The rules behind `idp clients add` (agencies.register_client), checked in-process."""
-    from idp.agencies import InvalidClientMetadata, register_client
+    from idp.protocol.agencies import InvalidClientMetadata, register_client
 
     ec = new_key("EC")
     good = {"name": "X", "redirect_uris": ["https://a.example.ir/cb"]}
@@ -376,7 +376,7 @@ def test_registration_is_validated(provider, tmp_path):
         assert client.token_endpoint_auth_method == "client_secret_post"
         client, secret = register_client("App", ["http://127.0.0.1:7/cb"], public=True)
         assert secret is None and client.token_endpoint_auth_method == "none"
-        from idp.agencies import rotate_secret
+        from idp.protocol.agencies import rotate_secret
 
         with pytest.raises(InvalidClientMetadata, match="not a secret"):
             rotate_secret(client)

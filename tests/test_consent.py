@@ -12,9 +12,9 @@ import time
 
 import requests
 
-from idp.national_id import make_national_id
+from idp.citizens.national_id import make_national_id
 
-from .helpers import form_fields, redirect_params, cli_env
+from .helpers import cli_env, form_fields, redirect_params
 
 APPROVE = 'name="decision" value="approve"'
 
@@ -26,14 +26,14 @@ def _cli(provider, *args):
 
 def _citizen_id(provider, national_id: str) -> int:
     with provider.app.app_context():
-        from idp.citizens import find_by_national_id
+        from idp.citizens.counting import find_by_national_id
 
         return find_by_national_id(national_id).id
 
 
 def _client(provider, client_id: str):
-    from idp.extensions import db
-    from idp.models import Client
+    from idp.platform.database import db
+    from idp.protocol.models import Client
 
     return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
 
@@ -41,19 +41,19 @@ def _client(provider, client_id: str):
 def _allow_national_id(provider, client_id: str) -> None:
     """Let a client have the national_id scope (only agencies the law allows get it)."""
     with provider.app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         client = _client(provider, client_id)
         client.client_metadata = {**client.client_metadata, "allow_national_id": True}
         db.session.commit()
-        from idp.oauth import clients_changed
+        from idp.protocol.oauth import clients_changed
 
         clients_changed()  # what agencies.py does after every change, for every node's client cache
 
 
 def _audit(provider, event: str) -> list[dict]:
     with provider.app.app_context():
-        from idp.audit import latest
+        from idp.platform.audit import latest
 
         return latest(200, event)
 
@@ -78,7 +78,7 @@ def test_trusted_clients_never_need_consent(provider):
     national_id, _ = provider.add_citizen()
     citizen_id = _citizen_id(provider, national_id)
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         client = _client(provider, trusted_id)
         assert not consent.needs_consent(citizen_id, client, "openid profile phone")
@@ -92,7 +92,7 @@ def test_untrusted_client_asks_until_a_grant_covers_the_request(provider):
     national_id, _ = provider.add_citizen()
     citizen_id = _citizen_id(provider, national_id)
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         client = _client(provider, client_id)
         assert consent.needs_consent(citizen_id, client, "openid"), "even a bare sub is asked for"
@@ -126,7 +126,7 @@ def test_grants_are_per_citizen_and_per_client(provider):
     bob, _ = provider.add_citizen()
     alice_id, bob_id = _citizen_id(provider, alice), _citizen_id(provider, bob)
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         consent.grant(alice_id, first_id, "openid profile")
         assert consent.needs_consent(alice_id, _client(provider, second_id), "openid profile")
@@ -139,12 +139,12 @@ def test_grants_are_per_citizen_and_per_client(provider):
 def _paused(provider, browser, client_id: str, scope: str, sid: str | None = None, **extra) -> str:
     """A paused authorization request after login, as /authorize/resume leaves it for the page."""
     with provider.app.app_context():
-        from idp import sessions
+        from idp.protocol import sessions
 
         args = [["response_type", "code"], ["client_id", client_id], ["scope", scope], ["state", "s-1"],
                 *[[k, v] for k, v in extra.items()]]
         rid = sessions.start_interaction(args, client_id)
-        from idp.extensions import store
+        from idp.platform.store import store
 
         sessions.update_interaction(rid, {"args": args, "client_id": client_id, "created": 0, "return_to": None,
                                           "sid": sid or store.session_id(browser.http.cookies.get("idp_sso"))})
@@ -154,7 +154,7 @@ def _paused(provider, browser, client_id: str, scope: str, sid: str | None = Non
 
 def _interaction(provider, rid: str) -> dict:
     with provider.app.app_context():
-        from idp.extensions import store
+        from idp.platform.store import store
 
         return store.get_pending(rid)
 
@@ -185,7 +185,7 @@ def test_consent_page_lists_claims_then_approval_is_remembered(provider):
     assert done.status_code == 303 and done.headers["Location"].endswith(f"/authorize/resume?r={rid}")
     assert _interaction(provider, rid)["consent"] == "granted"
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         assert consent.granted_scopes(citizen_id, client_id) == ("openid", "profile", "phone")
         assert not consent.needs_consent(citizen_id, _client(provider, client_id), "openid phone")
@@ -211,7 +211,7 @@ def test_denying_records_no_grant(provider):
     assert done.status_code == 303 and "/authorize/resume?r=" in done.headers["Location"]
     assert _interaction(provider, rid)["consent"] == "denied"
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         assert consent.granted_scopes(_citizen_id(provider, national_id), client_id) == ()
     assert any(e["client_id"] == client_id for e in _audit(provider, "consent_denied"))
@@ -250,7 +250,7 @@ def test_connected_services_lists_and_withdraws(provider):
     national_id, mobile = provider.add_citizen()
     citizen_id = _citizen_id(provider, national_id)
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         consent.grant(citizen_id, bank_id, "openid phone")
         consent.grant(citizen_id, shop_id, "openid profile")
@@ -270,7 +270,7 @@ def test_connected_services_lists_and_withdraws(provider):
     after = browser.get(f"{provider.url}/account/services?withdrawn=1")
     assert "بانک ملت" not in after.text and "Bookshop" in after.text and 'role="status"' in after.text
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         assert consent.needs_consent(citizen_id, _client(provider, bank_id), "openid phone")
         assert [g.client_id for g in consent.granted(citizen_id)] == [shop_id]
@@ -299,7 +299,7 @@ def test_cli_lists_and_revokes(provider):
     national_id, _ = provider.add_citizen()
     citizen_id = _citizen_id(provider, national_id)
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         consent.grant(citizen_id, client_id, "openid profile")
 
@@ -322,7 +322,7 @@ def test_cli_lists_and_revokes(provider):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"client_id": client_id, "withdrawn": True}
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         assert consent.granted(citizen_id) == []
     again = _cli(provider, "consents", "revoke", "--national-id", national_id, "--client", client_id)
@@ -383,6 +383,6 @@ def test_authorize_asks_consent_for_untrusted_clients(provider):
     assert denied["error"] == "access_denied" and denied["iss"] == provider.url and denied["state"] == "deny-me"
     assert "code" not in denied
     with provider.app.app_context():
-        from idp import consent
+        from idp.protocol import consent
 
         assert consent.granted(_citizen_id(provider, national_id2)) == []

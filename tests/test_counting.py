@@ -7,7 +7,7 @@ import multiprocessing as mp
 
 from sqlalchemy import func, select
 
-from idp.models import AuthEvent, Citizen
+from idp.citizens.models import AuthEvent, Citizen
 
 PROCESSES = 6
 LOGINS_EACH = 3
@@ -16,8 +16,8 @@ LOGINS_EACH = 3
 def _login_many(settings_values: dict, national_id: str, barrier, results) -> None:
     """In a separate process: a new app, then several authentications of the same citizen at once."""
     from idp import create_app
-    from idp.citizens import find_by_national_id, record_authentication
-    from idp.config import load_settings
+    from idp.citizens.counting import find_by_national_id, record_authentication
+    from idp.platform.settings import load_settings
 
     app = create_app(load_settings(None, env={}, overrides=settings_values))
     with app.app_context():
@@ -30,7 +30,7 @@ def _login_many(settings_values: dict, national_id: str, barrier, results) -> No
 
 
 def test_concurrent_first_logins_count_once(provider):
-    from idp.citizens import unique_adults
+    from idp.citizens.counting import unique_adults
 
     national_id, _ = provider.add_citizen(birth_date="1970-05-05")
     with provider.app.app_context():
@@ -47,7 +47,7 @@ def test_concurrent_first_logins_count_once(provider):
     new_adults = sum(results.get(timeout=5) for _ in procs)
     assert new_adults == 1, "exactly one of the concurrent logins may see a new adult"
     with provider.app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         assert unique_adults() == before + 1
         citizen = db.session.execute(select(Citizen).filter_by(national_id=national_id)).scalar_one()
@@ -58,7 +58,7 @@ def test_concurrent_first_logins_count_once(provider):
 
 
 def test_minor_is_counted_at_first_login_as_an_adult(provider):
-    from idp.citizens import find_by_national_id, record_authentication, unique_adults
+    from idp.citizens.counting import find_by_national_id, record_authentication, unique_adults
 
     eighteenth = dt.date(2008, 6, 15).replace(year=2026)
     national_id, _ = provider.add_citizen(birth_date="2008-06-15")
@@ -92,7 +92,7 @@ def test_stats_command_reports_the_total(provider, tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     with provider.app.app_context():
-        from idp.citizens import unique_adults
+        from idp.citizens.counting import unique_adults
 
         assert data["unique_adults"] == unique_adults()
     assert data["adult_population"] > 0 and 0 <= data["coverage_percent"] <= 100

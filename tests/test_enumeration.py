@@ -14,11 +14,10 @@ import time
 
 import requests
 
-from idp.national_id import make_national_id
+from idp.citizens.national_id import make_national_id
 
 from .conftest import GENEROUS_IP_LIMITS
 from .helpers import form_fields
-from .test_multinode import fresh_database  # noqa: F401 - a fixture
 
 SAMPLES = 60
 WARMUP = 10

@@ -27,8 +27,15 @@ import requests
 
 from .conftest import GENEROUS_IP_LIMITS, need
 from .helpers import FlowClient, form_fields, redirect_params, verify_id_token, wait_until
-from .test_multinode import Deployment, assert_no_tracebacks, create_database, exchange, free_port, \
-    fresh_database, login_for_code, token_request  # noqa: F401
+from .test_multinode import (
+    Deployment,
+    assert_no_tracebacks,
+    create_database,
+    exchange,
+    free_port,
+    login_for_code,
+    token_request,
+)
 from .test_sms_gateways import Gateway
 
 UNAVAILABLE_FA = "موقتاً در دسترس نیست"
@@ -528,7 +535,7 @@ def test_a_process_dying_between_two_store_calls_leaves_no_key_without_a_ttl(red
     """A challenge that has just ended (used, expired) is touched by a late request: its fields are
     written and then the accidental key deleted. If the process dies between the two calls (here:
     the second call fails), the key must still expire on its own."""
-    from idp.store import Store
+    from idp.platform.store import Store
 
     store = Store(redis_url, f"idptest:{uuid.uuid4().hex[:8]}:")
 

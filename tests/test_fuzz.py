@@ -29,10 +29,18 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import requests
-from hypothesis import HealthCheck, event, example, given, settings, strategies as st
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
 
-from idp.national_id import (InvalidMobile, InvalidNationalId, check_digit, make_national_id, normalize_digits,
-                             parse_mobile, parse_national_id)
+from idp.citizens.national_id import (
+    InvalidMobile,
+    InvalidNationalId,
+    check_digit,
+    make_national_id,
+    normalize_digits,
+    parse_mobile,
+    parse_national_id,
+)
 
 from .conftest import sqlite_provider
 from .helpers import form_fields, pkce_pair

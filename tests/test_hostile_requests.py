@@ -4,6 +4,7 @@ client address; single sign-on sessions are stored under a hash of their cookie.
 from __future__ import annotations
 
 import re
+
 import redis
 
 from .conftest import GENEROUS_IP_LIMITS

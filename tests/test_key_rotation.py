@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from clients.jwt_verify import AccessTokenVerifier
-from idp import keys
+from idp.platform import keys
 
 from .helpers import redirect_params, verify_id_token, wait_until
 

@@ -171,7 +171,7 @@ def test_a_stranger_with_a_wrong_mobile_cannot_lock_the_owner(make_provider):
 def _random_national_id() -> str:
     import secrets
 
-    from idp.national_id import make_national_id
+    from idp.citizens.national_id import make_national_id
 
     return make_national_id(f"{secrets.randbelow(10**9):09d}")
 
@@ -274,8 +274,8 @@ def test_store_keys_are_fingerprints_with_ttls_and_locks_are_audited(make_provid
         assert national_id not in key and mobile[3:] not in key and "10.7.0" not in key, key
         assert r.ttl(key) > 0, f"{key} has no TTL"
     with provider.app.app_context():
-        from idp.extensions import db
-        from idp.models import AuditEvent
+        from idp.platform.audit import AuditEvent
+        from idp.platform.database import db
 
         events = {e.event: e for e in db.session.execute(db.select(AuditEvent)).scalars()}
         assert {"login_started", "otp_wrong", "cooloff_started", "rate_limited"} <= set(events)
@@ -290,7 +290,7 @@ def _redis(provider):
 
 def _pair(provider, national_id, mobile):
     with provider.app.app_context():
-        from idp.audit import fingerprint
+        from idp.platform.audit import fingerprint
 
         return fingerprint("pair", f"{national_id}|{mobile}")
 

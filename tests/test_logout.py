@@ -16,7 +16,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from idp import logout
+from idp.protocol import logout
 
 from .helpers import LogoutReceiver, cli_env, redirect_params, verify_id_token, wait_until
 
@@ -48,14 +48,14 @@ def quick_worker(provider):
 
 def set_backchannel(provider, client_id: str, uri: str) -> None:
     """Register a backchannel_logout_uri directly in the client's metadata."""
-    from idp.extensions import db
-    from idp.models import Client
+    from idp.platform.database import db
+    from idp.protocol.models import Client
 
     with provider.app.app_context():
         client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
         client.client_metadata = {**client.client_metadata, "backchannel_logout_uri": uri}
         db.session.commit()
-        from idp.oauth import clients_changed
+        from idp.protocol.oauth import clients_changed
 
         clients_changed()  # what agencies.py does after every change, for every node's client cache
 
@@ -93,8 +93,8 @@ def logout_url(provider, **params) -> str:
 
 
 def deliveries(provider, **where) -> list:
-    from idp.extensions import db
-    from idp.models import LogoutDelivery
+    from idp.platform.database import db
+    from idp.protocol.models import LogoutDelivery
 
     with provider.app.app_context():
         rows = db.session.execute(db.select(LogoutDelivery).filter_by(**where).order_by(LogoutDelivery.id)).scalars()
@@ -140,8 +140,8 @@ def test_valid_hint_and_registered_uri_redirect_with_state(provider):
     assert response.headers["Location"] == bye + "?" + urlencode({"state": "st/8 ä"})
     assert "idp_sso=;" in response.headers.get("Set-Cookie", "").replace('""', "")
 
-    from idp.audit import latest
-    from idp.extensions import store
+    from idp.platform.audit import latest
+    from idp.platform.store import store
 
     with provider.app.app_context():
         assert store.get_session(sid) is None
@@ -165,7 +165,7 @@ def test_unregistered_post_logout_uri_is_never_followed(provider):
 
 def _forged_hints(provider, id_token: str, access_token: str, client_id: str) -> dict[str, str]:
     """Tokens that are not our ID token for this client, each in its own way."""
-    from idp.extensions import keyring
+    from idp.platform.keys import keyring
 
     claims = id_claims(provider, id_token)
     header = verify_id_token(provider.url, id_token)["header"]
@@ -309,8 +309,8 @@ def test_a_failed_delivery_is_retried(provider):
         wait = (row["next_attempt_at"] - dt.datetime.now(dt.timezone.utc)).total_seconds()
         assert logout.BACKOFF[0] - 5 < wait <= logout.BACKOFF[0]
 
-        from idp.extensions import db
-        from idp.models import LogoutDelivery
+        from idp.platform.database import db
+        from idp.protocol.models import LogoutDelivery
 
         with provider.app.app_context():  # time passes: the retry is due
             db.session.get(LogoutDelivery, row["id"]).next_attempt_at = dt.datetime.now(dt.timezone.utc)

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from idp.config import ConfigError
+from idp.platform.settings import ConfigError
 
 from .helpers import mobile_e164, redirect_params
 
@@ -58,7 +58,7 @@ def test_metrics_need_the_bearer_token(live, make_provider):
 
 
 def test_a_login_is_counted(live):
-    from idp.citizens import unique_adults
+    from idp.citizens.counting import unique_adults
 
     client_id, secret, redirect = live.add_client(trusted=True)
     national_id, mobile = live.add_citizen()
@@ -131,11 +131,11 @@ def test_locks_and_rate_limits_are_counted(make_provider):
 
 MULTIPROCESS = textwrap.dedent("""
     import multiprocessing as mp, os, sys
-    from idp.config import load_settings
+    from idp.platform.settings import load_settings
     settings = load_settings(None, env={}, overrides={
         "server": {"secret_key": "m" * 40}, "database": {"url": "sqlite:///" + sys.argv[1] + "/idp.db"},
         "metrics": {"enabled": True, "token": "t" * 40, "multiproc_dir": sys.argv[1] + "/prom"}})
-    from idp import metrics
+    from idp.platform import metrics
     assert metrics.prepare_multiprocess(settings) == sys.argv[1] + "/prom"
 
     def worker(n):
@@ -149,7 +149,7 @@ MULTIPROCESS = textwrap.dedent("""
         [p.start() for p in procs]
         [p.join() for p in procs]
         from idp import create_app
-        from idp.cli import upgrade_database
+        from idp.platform.database import upgrade_database
         app = create_app(settings, require_keys=False)
         upgrade_database(app)
         with app.app_context():
@@ -175,7 +175,7 @@ def test_worker_processes_are_summed(tmp_path):
 def test_a_worker_starting_marks_the_dead_ones(tmp_path, monkeypatch):
     """A dead worker's live gauges go (its last value would otherwise stay in every scrape); its
     counters stay, so that the sums never go back; a live process's files are left alone."""
-    from idp import metrics
+    from idp.platform import metrics
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()

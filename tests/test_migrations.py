@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 
 def test_migrations_match_the_models(provider):
     with provider.app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         with db.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": False})

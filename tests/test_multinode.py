@@ -183,9 +183,10 @@ class Deployment:
 
     def __init__(self, tmp: Path, database_url: str, store_url: str, workers: int = 2, threads: int = 4,
                  **env_extra: str):
-        from idp import create_app, keys
-        from idp.cli import upgrade_database
-        from idp.config import load_settings
+        from idp import create_app
+        from idp.platform import keys
+        from idp.platform.database import upgrade_database
+        from idp.platform.settings import load_settings
 
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -235,7 +236,7 @@ class Deployment:
         for node in self.nodes:
             node.stop()
         with self.app.app_context():
-            from idp.extensions import db
+            from idp.platform.database import db
 
             db.session.remove()
             db.engine.dispose()
@@ -260,7 +261,7 @@ class Deployment:
     # ---- data -------------------------------------------------------------------------------
     def add_client(self, **kwargs):
         """Register a client; returns (client_id, secret, redirect_uri)."""
-        from idp.agencies import register_client
+        from idp.protocol.agencies import register_client
 
         redirect = kwargs.pop("redirect_uri", f"http://127.0.0.1:9/{uuid.uuid4().hex[:6]}/cb")
         kwargs.setdefault("trusted", True)
@@ -271,8 +272,8 @@ class Deployment:
 
     def add_citizen(self, birth_date: str = "1980-01-01"):
         """Register a citizen with a random valid national ID; returns (national_id, mobile)."""
-        from idp.national_id import make_national_id
-        from idp.registry import add_citizen
+        from idp.citizens.national_id import make_national_id
+        from idp.citizens.registry import add_citizen
 
         national_id = make_national_id(f"{secrets.randbelow(10**9):09d}")
         mobile = f"+98912{secrets.randbelow(10**7):07d}"
@@ -283,7 +284,7 @@ class Deployment:
 
     def query(self, sql: str, **params):
         """Rows of a read-only SQL query on the deployment's database."""
-        from idp.extensions import db
+        from idp.platform.database import db
 
         with self.app.app_context():
             try:
@@ -311,21 +312,6 @@ def exchange(node: Node, client, browser: FlowClient, code: str) -> requests.Res
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def fresh_database():
-    """A database of its own on the shared PostgreSQL server, dropped afterwards."""
-    import psycopg
-
-    from .conftest import need
-
-    try:
-        url = create_database()
-    except psycopg.Error as exc:
-        need("PostgreSQL", str(exc).strip())
-    yield url
-    drop_database(url)
-
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory, fresh_database, redis_url):
@@ -452,7 +438,7 @@ def test_a_key_rotated_on_one_node_is_used_by_both(two_nodes):
     promoted = {row["alg"]: row["kid"] for row in json.loads(out.stdout) if row["action"] == "promoted"}
     assert set(promoted) == {"RS256", "ES256"} and not set(promoted.values()) & before
 
-    from idp.keys import RELOAD_SECONDS
+    from idp.platform.keys import RELOAD_SECONDS
 
     time.sleep(RELOAD_SECONDS + 0.5)  # every worker of every node looks at the directory again by then
     for node in (a, b):

@@ -9,8 +9,13 @@ import threading
 import pytest
 
 from .helpers import redirect_params
-from .test_multinode import Deployment, assert_no_tracebacks, exchange, fresh_database, login_for_code, \
-    token_request  # noqa: F401
+from .test_multinode import (
+    Deployment,
+    assert_no_tracebacks,
+    exchange,
+    login_for_code,
+    token_request,  # noqa: F401
+)
 
 PARALLEL = 16
 ROUNDS = 3
@@ -92,7 +97,7 @@ def test_one_refresh_token_used_in_parallel_never_500s(served):
 
 
 def test_a_first_login_from_many_requests_at_once_is_counted_once(served):
-    from idp.citizens import unique_adults
+    from idp.citizens.counting import unique_adults
 
     node = served.nodes[0]
     client = served.add_client()
@@ -124,7 +129,7 @@ def test_a_first_login_from_many_requests_at_once_is_counted_once(served):
 
 
 def unique_adults_now(dep) -> int:
-    from idp.citizens import unique_adults
+    from idp.citizens.counting import unique_adults
 
     with dep.app.app_context():
         return unique_adults()
@@ -136,7 +141,7 @@ def test_a_code_replayed_while_its_first_exchange_is_under_way_revokes_both_toke
     and refresh token alike (RFC 6749 §4.1.2), whichever order the two requests finish in."""
     import requests
 
-    from idp import tokens
+    from idp.protocol import tokens
 
     from .conftest import GENEROUS_IP_LIMITS
 

@@ -37,10 +37,11 @@ def test_refresh_rotates_and_reuse_revokes_the_family_and_session(provider):
     assert third.status_code == 200
     # Long after the grace window (simulated by backdating), the first token comes back: reuse.
     with provider.app.app_context():
-        from idp.extensions import db
-        from idp.models import RefreshToken
-        from idp.tokens import hash_token
         import datetime as dt
+
+        from idp.platform.database import db
+        from idp.protocol.models import RefreshToken
+        from idp.protocol.tokens import hash_token
 
         row = db.session.execute(db.select(RefreshToken).filter_by(token_hash=hash_token(first["refresh_token"]))).scalar_one()
         row.rotated_at = row.rotated_at - dt.timedelta(minutes=5)
@@ -170,13 +171,13 @@ def test_scopes_national_id_and_age(provider):
                         timeout=10).json()
     assert info["age_over_18"] is True and "national_id" not in info
     with provider.app.app_context():
-        from idp.extensions import db
-        from idp.models import Client
+        from idp.platform.database import db
+        from idp.protocol.models import Client
 
         c = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
         c.client_metadata = {**c.client_metadata, "allow_national_id": True}
         db.session.commit()
-        from idp.oauth import clients_changed
+        from idp.protocol.oauth import clients_changed
 
         clients_changed()  # what agencies.py does after every change, for every node's client cache
     browser = provider.flow()

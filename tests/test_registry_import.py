@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from idp.national_id import InvalidMobile, InvalidNationalId, make_national_id, parse_mobile, parse_national_id
+from idp.citizens.national_id import InvalidMobile, InvalidNationalId, make_national_id, parse_mobile, parse_national_id
 
 from .test_cli import env, run  # noqa: F401 - the operator's environment fixture
 
@@ -35,15 +35,15 @@ def to_persian(digits: str) -> str:
 
 
 def do_import(provider, path, report=None):
-    from idp.registry import import_file
+    from idp.citizens.registry import import_file
 
     with provider.app.app_context():
         return import_file(path, report)
 
 
 def citizen(provider, national_id):
-    from idp.extensions import db
-    from idp.models import Citizen
+    from idp.citizens.models import Citizen
+    from idp.platform.database import db
 
     with provider.app.app_context():
         row = db.session.execute(db.select(Citizen).filter_by(national_id=national_id)).scalar_one_or_none()
@@ -53,8 +53,8 @@ def citizen(provider, national_id):
 
 
 def count(provider) -> int:
-    from idp.extensions import db
-    from idp.models import Citizen
+    from idp.citizens.models import Citizen
+    from idp.platform.database import db
 
     with provider.app.app_context():
         return db.session.execute(db.select(db.func.count()).select_from(Citizen)).scalar_one()
@@ -98,7 +98,7 @@ def test_each_bad_row_is_rejected_with_its_line_and_reason(provider, tmp_path):
         f"{new_id()},09121234567,1985-02-03,{'ن' * 101},,,",               # 9
         f"{dup},09121234567,1985-02-03,,,,",                              # 10
         f"{dup},09129999999,1990-01-01,,,,",                              # 11
-        f",09121234567,1985-02-03,,,,",                                   # 12
+        ",09121234567,1985-02-03,,,,",                                   # 12
         f"{new_id()},09121234567,1985-02-03,a,b,c,d,extra",               # 13
         f'{new_id()},09121234567,1985-02-03,"two\nlines",,,',             # 14-15
         f"{later},09121234567,1985-02-03,,,,",                            # 16
@@ -136,7 +136,7 @@ def test_each_bad_row_is_rejected_with_its_line_and_reason(provider, tmp_path):
 
 
 def test_reimport_updates_the_mobile_and_keeps_the_subject_key(provider, tmp_path):
-    from idp.oauth import subject_for
+    from idp.protocol.oauth import subject_for
 
     nid, other = new_id(), new_id()
     f = tmp_path / "first.csv"
@@ -156,8 +156,8 @@ def test_reimport_updates_the_mobile_and_keeps_the_subject_key(provider, tmp_pat
     assert (after.mobile, after.birth_date, after.family_name, after.given_name_latin) == \
         ("+989123333333", dt.date(1980, 5, 6), "کریمی‌نژاد", "Maryam")
     assert after.created_at == before.created_at and after.updated_at > before.updated_at
-    from idp.extensions import db
-    from idp.models import Client
+    from idp.platform.database import db
+    from idp.protocol.models import Client
 
     with provider.app.app_context():
         client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
@@ -223,7 +223,7 @@ def facts(provider, national_id) -> tuple:
 
 
 def audit_events(provider) -> list[dict]:
-    from idp.audit import latest
+    from idp.platform.audit import latest
 
     with provider.app.app_context():
         return latest(10_000, "registry_imported")
@@ -312,7 +312,7 @@ def test_empty_values_in_present_csv_columns(provider, tmp_path):
 
 def test_unknown_csv_columns_refuse_the_file(provider, tmp_path):
     """A misspelt column is not ignored: the file is refused, nothing written, nothing audited."""
-    from idp.registry import InvalidCitizen
+    from idp.citizens.registry import InvalidCitizen
 
     nid = new_id()
     registered(provider, tmp_path, nid)
@@ -335,7 +335,7 @@ def test_each_import_is_one_audit_event(provider, tmp_path):
     import pwd
     import socket
 
-    from idp.registry import InvalidCitizen
+    from idp.citizens.registry import InvalidCitizen
 
     known, same, fresh = new_id(), new_id(), new_id()
     registered(provider, tmp_path, known, same)
@@ -386,7 +386,7 @@ def test_report_options(provider, tmp_path):
 
 
 def test_a_broken_file_loads_nothing(provider, tmp_path):
-    from idp.registry import InvalidCitizen
+    from idp.citizens.registry import InvalidCitizen
 
     rows = [f"{new_id()},09121234567,1985-02-03,,,," for _ in range(4500)]  # more than one batch
     rows.append(f'{new_id()},09121234567,1985-02-03,"unterminated,,,')
@@ -414,7 +414,7 @@ def test_one_import_at_a_time_on_postgres(provider, tmp_path):
         pytest.skip("SQLite serialises writers with its own lock")
     import psycopg
 
-    from idp.registry import InvalidCitizen
+    from idp.citizens.registry import InvalidCitizen
 
     f = tmp_path / "one.csv"
     f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
@@ -428,7 +428,7 @@ def test_one_import_at_a_time_on_postgres(provider, tmp_path):
 
 
 def test_directory_interface(provider):
-    from idp.registry import CitizenDirectory, CitizenRecord, SqlCitizenDirectory, find_citizen
+    from idp.citizens.registry import CitizenDirectory, CitizenRecord, SqlCitizenDirectory, find_citizen
 
     nid, mobile = provider.add_citizen(birth_date="1975-07-07")
     with provider.app.app_context():
@@ -461,7 +461,7 @@ def test_directory_interface(provider):
 
 
 def test_fast_paths_agree_with_the_parsers():
-    from idp.registry import InvalidCitizen, _mobile, _national_id
+    from idp.citizens.registry import InvalidCitizen, _mobile, _national_id
 
     rng = random.Random(7)
     candidates = [f"{rng.randrange(10**10):010d}" for _ in range(20000)]
@@ -491,7 +491,7 @@ def test_fast_paths_agree_with_the_parsers():
 
 
 def test_seen_switches_to_a_bitmap(monkeypatch):
-    from idp.registry import _Seen
+    from idp.citizens.registry import _Seen
 
     monkeypatch.setattr(_Seen, "SWITCH", 5)
     ids = [new_id() for _ in range(20)]

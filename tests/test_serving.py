@@ -18,7 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import LogoutReceiver, wait_until
-from .test_multinode import Deployment, exchange, fresh_database, login_for_code  # noqa: F401
+from .test_multinode import Deployment, exchange, login_for_code
 
 WORKERS = 2
 DISCOVERY = "/.well-known/openid-configuration"

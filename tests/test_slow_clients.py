@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from .test_multinode import Deployment, fresh_database  # noqa: F401
+from .test_multinode import Deployment
 
 SLOW_SOCKETS = 500
 #: How late past the header timeout a slow socket may still be open (timer granularity, a busy machine).
@@ -24,7 +24,7 @@ SLACK = 3.0
 
 def shipped(key: str):
     """The default of a `[server]` key, as `idp serve` ships it."""
-    from idp.config import SCHEMA
+    from idp.platform.settings import SCHEMA
 
     return SCHEMA["server"][key].default
 

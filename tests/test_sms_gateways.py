@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from idp.config import ConfigError, load_settings
-from idp.sms import ConsoleSender, FileSender, KavenegarSender, SmsError, WebhookSender, build_sender
+from idp.login.sms import ConsoleSender, FileSender, KavenegarSender, SmsError, WebhookSender, build_sender
+from idp.platform.settings import ConfigError, load_settings
 
 MOBILE = "+989121234567"
 CODE = "493021"

@@ -21,7 +21,9 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from idp.models import AuthEvent, StatDay, StatDayClient
+from idp.citizens.models import AuthEvent
+from idp.stats.models import StatDay, StatDayClient
+
 from .helpers import cli_env
 
 PROCESSES = 4
@@ -46,7 +48,7 @@ def new_client() -> str:
 
 
 def login_at(provider, national_id: str, client_id: str, at: dt.datetime | None = None) -> bool:
-    from idp.citizens import find_by_national_id, record_authentication
+    from idp.citizens.counting import find_by_national_id, record_authentication
 
     with provider.app.app_context():
         return record_authentication(find_by_national_id(national_id), client_id, "sms", at=at)
@@ -84,7 +86,7 @@ def fresh_provider(request, tmp_path, redis_url):
     live.stop()
     flush_store(live)
     with live.app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         db.engine.dispose()
     if name:
@@ -94,7 +96,7 @@ def fresh_provider(request, tmp_path, redis_url):
 
 def flush_store(provider) -> None:
     """What a Redis FLUSHALL does to this provider (other test sessions' keys are left alone)."""
-    from idp.extensions import store
+    from idp.platform.store import store
 
     with provider.app.app_context():
         keys = list(store.redis.scan_iter(match=store.prefix + "*", count=1000))
@@ -109,8 +111,8 @@ def _login_everyone(settings_values: dict, national_ids: list[str], client_id: s
     import random
 
     from idp import create_app
-    from idp.citizens import find_by_national_id, record_authentication
-    from idp.config import load_settings
+    from idp.citizens.counting import find_by_national_id, record_authentication
+    from idp.platform.settings import load_settings
 
     app = create_app(load_settings(None, env={}, overrides=settings_values))
     with app.app_context():
@@ -122,8 +124,8 @@ def _login_everyone(settings_values: dict, national_ids: list[str], client_id: s
 
 
 def test_parallel_first_logins_count_once_in_every_figure(fresh_provider):
-    from idp import stats
-    from idp.citizens import unique_adults
+    from idp.citizens.counting import unique_adults
+    from idp.stats import report as stats
 
     provider = fresh_provider
     client = new_client()
@@ -165,7 +167,7 @@ def test_parallel_first_logins_count_once_in_every_figure(fresh_provider):
 # ---- a minor becomes an adult ---------------------------------------------------------------------
 
 def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
-    from idp import stats
+    from idp.stats import report as stats
 
     birthday = past_day(40)
     if (birthday.month, birthday.day) == (2, 29):
@@ -181,7 +183,7 @@ def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
     assert out.returncode == 0, out.stderr
     assert cli(provider, "stats", "rollup", "--day", birthday.isoformat()).returncode == 0
     with provider.app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         rows = {d: (n, u, a) for d, n, u, a in db.session.execute(
             select(StatDayClient.day, StatDayClient.logins, StatDayClient.unique_citizens, StatDayClient.new_adults)
@@ -199,8 +201,8 @@ def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
 # ---- the store flushed in the middle of the day -----------------------------------------------------
 
 def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monkeypatch):
-    from idp import stats
-    from idp.citizens import unique_adults
+    from idp.citizens.counting import unique_adults
+    from idp.stats import report as stats
 
     provider = fresh_provider
     client = new_client()
@@ -231,7 +233,7 @@ def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monk
 
     # Redis unreachable: the figures still answer, from auth_events.
     with provider.app.app_context():
-        from idp.extensions import store
+        from idp.platform.store import store
 
         def down(*_a, **_k):
             raise ConnectionError("store down")
@@ -243,7 +245,7 @@ def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monk
 # ---- days follow the configured time zone -----------------------------------------------------------
 
 def test_days_begin_at_local_midnight_in_the_configured_time_zone(provider):
-    from idp import stats
+    from idp.stats import report as stats
 
     day = past_day(20)
     client = new_client()
@@ -257,7 +259,7 @@ def test_days_begin_at_local_midnight_in_the_configured_time_zone(provider):
         assert stats.raw_figures(*stats.day_bounds(nxt)).client(client)["logins"] == 1
         stats.rollup_day(day)
         stats.rollup_day(nxt)
-        from idp.extensions import db
+        from idp.platform.database import db
 
         got = dict(db.session.execute(select(StatDayClient.day, StatDayClient.logins)
                                       .where(StatDayClient.client_id == client)).all())
@@ -265,7 +267,7 @@ def test_days_begin_at_local_midnight_in_the_configured_time_zone(provider):
 
 
 def test_days_in_utc_when_so_configured(make_provider):
-    from idp import stats
+    from idp.stats import report as stats
 
     live = make_provider(stats={"timezone": "UTC"})
     day = past_day(10)
@@ -281,8 +283,8 @@ def test_days_in_utc_when_so_configured(make_provider):
 # ---- rollups: idempotent, and right when nodes run them at once ------------------------------------------
 
 def test_rollup_is_idempotent_and_safe_to_run_at_once(provider):
-    from idp import stats
-    from idp.extensions import db
+    from idp.platform.database import db
+    from idp.stats import report as stats
 
     day = past_day(1)
     clients = [new_client() for _ in range(3)]
@@ -391,9 +393,9 @@ def test_plot_file_is_drawn(provider, tmp_path, suffix):
 # ---- the adult population ---------------------------------------------------------------------------------
 
 def test_adult_population_from_the_snapshot_plus_later_registrations(provider):
-    from idp import stats
-    from idp.extensions import db
-    from idp.models import Citizen
+    from idp.citizens.models import Citizen
+    from idp.platform.database import db
+    from idp.stats import report as stats
 
     with provider.app.app_context():
         cutoff = stats.adult_cutoff(stats.today(), 18)
@@ -420,8 +422,8 @@ def stats_today_minus_years(years: int) -> str:
 # ---- retention: raw events of final days ------------------------------------------------------------------
 
 def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
-    from idp import stats
-    from idp.extensions import db
+    from idp.platform.database import db
+    from idp.stats import report as stats
 
     old = past_day(100)
     client = new_client()
@@ -439,7 +441,7 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
     assert len([m for r in runs for m in r["months"]]) == len({(m["calendar"], m["month"]) for r in runs
                                                                 for m in r["months"]})
     with provider.app.app_context():
-        from idp.models import StatMonth
+        from idp.stats.models import StatMonth
 
         for d, logins, uniques, new in db.session.execute(select(StatDay.day, StatDay.logins, StatDay.unique_citizens,
                                                                  StatDay.new_adults)):

@@ -51,7 +51,7 @@ def test_enrol_then_log_in_with_the_app(provider):
     national_id, mobile = provider.add_citizen()
     _, secret, step = _enrol(provider, national_id, mobile)
     with provider.app.app_context():
-        from idp.citizens import find_by_national_id
+        from idp.citizens.counting import find_by_national_id
 
         stored = find_by_national_id(national_id).totp_secret
         assert stored and secret not in stored, "the secret is encrypted at rest"
@@ -124,8 +124,8 @@ def test_a_wrong_app_code_costs_the_same_work_with_or_without_an_app(provider, m
     difference, so the work itself is counted)."""
     from sqlalchemy import event
 
-    import idp.totp
-    from idp.extensions import db
+    import idp.login.totp
+    from idp.platform.database import db
 
     client = provider.add_client()
     with_app, mobile = provider.add_citizen()
@@ -133,7 +133,7 @@ def test_a_wrong_app_code_costs_the_same_work_with_or_without_an_app(provider, m
     without_app, other_mobile = provider.add_citizen()
 
     statements, steps, decrypts = [], [], []
-    real_step, real_fernet = idp.totp._matching_step, idp.totp._fernet
+    real_step, real_fernet = idp.login.totp._matching_step, idp.login.totp._fernet
 
     def counting_step(secret, code, at=None):
         steps.append(code)
@@ -151,8 +151,8 @@ def test_a_wrong_app_code_costs_the_same_work_with_or_without_an_app(provider, m
 
     with provider.app.app_context():
         engine = db.engine
-    monkeypatch.setattr(idp.totp, "_matching_step", counting_step)
-    monkeypatch.setattr(idp.totp, "_fernet", counting_fernet)
+    monkeypatch.setattr(idp.login.totp, "_matching_step", counting_step)
+    monkeypatch.setattr(idp.login.totp, "_fernet", counting_fernet)
     work = {}
     for name, nid, mob in (("app", with_app, mobile), ("no app", without_app, other_mobile)):
         browser = provider.flow()

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import pytest
 
-from idp.config import SCHEMA, ConfigError, example_toml, load_settings
-from idp.national_id import (InvalidMobile, InvalidNationalId, check_digit, make_national_id, mask_mobile,
-                             parse_mobile, parse_national_id)
+from idp.citizens.national_id import (
+    InvalidMobile,
+    InvalidNationalId,
+    check_digit,
+    make_national_id,
+    mask_mobile,
+    parse_mobile,
+    parse_national_id,
+)
+from idp.platform.settings import SCHEMA, ConfigError, example_toml, load_settings
 
 SECRET = {"server": {"secret_key": "s" * 40}}
 
@@ -120,7 +127,7 @@ def test_secrets_are_masked_and_derived_keys_differ():
 def test_idp_serve_listens_where_bind_says():
     from pathlib import Path
 
-    from idp.serving import listen_address
+    from idp.cli.serve import listen_address
 
     assert listen_address("127.0.0.1:5000") == {"address": "127.0.0.1", "port": 5000}
     assert listen_address("[::]:8443") == {"address": "::", "port": 8443}

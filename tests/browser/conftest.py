@@ -67,8 +67,15 @@ def add_previews(app) -> None:
     from flask_wtf.csrf import CSRFError
     from werkzeug.exceptions import BadRequest, MethodNotAllowed
 
-    from idp.errors import (ChallengeExpired, ChallengeLocked, InteractionGone, PageError, SmsFailed,
-                            TooManyRequests, UnknownClient)
+    from idp.platform.errors import (
+        ChallengeExpired,
+        ChallengeLocked,
+        InteractionGone,
+        PageError,
+        SmsFailed,
+        TooManyRequests,
+        UnknownClient,
+    )
 
     def restart() -> str:
         return url_for("login.identify", r="preview")
@@ -111,7 +118,7 @@ def add_previews(app) -> None:
 
     @app.get("/_preview/otp")
     def preview_otp():
-        from idp.i18n import t
+        from idp.platform.i18n import t
 
         args = request.args
         wait = int(args.get("resend_in", 0))
@@ -124,8 +131,9 @@ def add_previews(app) -> None:
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory, redis_url):
     """The provider over HTTP on loopback: SQLite and real Redis are enough for pages."""
-    from idp import create_app, keys
-    from idp.cli import upgrade_database
+    from idp import create_app
+    from idp.platform import keys
+    from idp.platform.database import upgrade_database
 
     tmp = tmp_path_factory.mktemp("browser")
     # Every page comes from 127.0.0.1: the per-IP limits have tests of their own.
@@ -139,7 +147,7 @@ def provider(tmp_path_factory, redis_url):
     yield live
     live.stop()
     with app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         db.engine.dispose()
 

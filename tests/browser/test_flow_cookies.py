@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from idp import sessions
+from idp.protocol import sessions
 
 from ..helpers import mobile_e164, pkce_pair
 

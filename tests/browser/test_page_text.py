@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 import pytest
 from flask import Flask, render_template_string
 
-from idp import i18n
+from idp.platform import i18n
 
 
 @pytest.fixture

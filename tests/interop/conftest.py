@@ -29,14 +29,14 @@ def interop_provider(tmp_path_factory, redis_url):
     live = start_provider(tmp, f"sqlite:///{tmp / 'idp.sqlite3'}", redis_url, limits=GENEROUS_IP_LIMITS)
     yield live
     try:
-        from idp import logout
+        from idp.protocol import logout
 
         logout.stop_worker(live.app)
     except (ImportError, AttributeError):  # a build without back-channel logout
         pass
     live.stop()
     with live.app.app_context():
-        from idp.extensions import db
+        from idp.platform.database import db
 
         db.engine.dispose()
 

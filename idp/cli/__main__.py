@@ -1,0 +1,4 @@
+"""``python -m idp.cli``."""
+from . import main
+
+main()

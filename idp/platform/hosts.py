@@ -1,0 +1,50 @@
+"""The Host header: the provider answers only for its issuer's host.
+
+No link or redirect is built from the Host header (pages link by route or by query only, and
+every absolute URL comes from ``[server] issuer``), so a forged Host cannot poison a page. A
+request for another host is still refused, before any view runs: it was misrouted or forged,
+and code that reads the request's URL (Authlib checks it for https, and an unexpected error
+once gave a 500 with a "try again" link to that host) must never see it. Behind a proxy,
+ProxyFix has already put the proxy's X-Forwarded-Host in its place.
+
+Accepted: the issuer's host name, any port (a node behind a proxy is reached on its own port);
+for an http issuer, which is always loopback, also the other loopback names, so that
+``http://localhost:5000`` and ``http://127.0.0.1:5000`` both reach ``idp dev``.
+"""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import request
+
+from .errors import UnknownHost
+from .settings import Settings, is_loopback
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def accepted_hosts(settings: Settings) -> frozenset[str]:
+    """The host names (lowercase, IPv6 without brackets) this provider answers for."""
+    issuer_host = (urlsplit(settings.server.issuer).hostname or "").lower()
+    if not settings.is_https and is_loopback(issuer_host):
+        return LOOPBACK_NAMES | {issuer_host}
+    return frozenset({issuer_host})
+
+
+def request_host_name() -> str | None:
+    """The name in this request's Host header (werkzeug leaves it empty when malformed)."""
+    try:
+        return urlsplit("//" + request.host).hostname
+    except ValueError:
+        return None
+
+
+def init_app(app) -> None:
+    """Refuse other hosts first of all (before CSRF and the views): 400, JSON on protocol paths."""
+    accepted = accepted_hosts(app.extensions["idp.settings"])
+
+    def check_host():
+        if request_host_name() not in accepted:
+            raise UnknownHost()
+
+    app.before_request_funcs.setdefault(None, []).insert(0, check_host)

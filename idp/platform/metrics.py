@@ -1,0 +1,238 @@
+"""Prometheus metrics (prometheus_client), served at ``/metrics`` to a scraper holding the token.
+
+The counting hooks below are one-line calls from the modules where things happen (login.py,
+otp.py, ratelimit.py, oidc.py); they never raise, so metrics can never break a login.
+
+=======================================  =====================================================
+``idp_logins_total{method,result}``      authentications: method sms|totp; result success
+                                         (a code or app code accepted), sso (a code issued from
+                                         an existing session), wrong_code, locked (the wrong
+                                         code that ended its challenge)
+``idp_otp_codes_sent_total{result}``     SMS codes handed to the gateway: sent | failed
+``idp_otp_wrong_codes_total{method}``    wrong one-time codes entered
+``idp_lockouts_total{kind}``             challenge (ended by wrong codes), cooloff (started),
+                                         failure_cap (the NIST cap on failures in a row reached)
+``idp_rate_limited_total{limit}``        requests refused by a named ``[limits]`` limit
+``idp_tokens_issued_total{grant}``       token responses issued, by grant_type
+``idp_token_errors_total{grant}``        token requests refused, by grant_type
+``idp_request_duration_seconds``         histogram of request latency, by endpoint (the URL
+                                         rule, so a bounded set) and HTTP method
+``idp_unique_adults``                    gauge: unique adults who have ever authenticated
+                                         (read from its counter row at each scrape: exact)
+``idp_unique_citizens_today``            gauge: today's unique citizens (live estimate)
+=======================================  =====================================================
+
+``idp serve`` runs several worker processes: it turns on prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``; ``[metrics] multiproc_dir``, emptied at start), so a scrape of
+any worker sums the counters and histograms of all of them, those of workers that have since
+died or been replaced included (a counter never goes back). The two gauges are read from the
+database and the store at scrape time, so they need no aggregation.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import tempfile
+import threading
+import time
+from types import SimpleNamespace
+
+from flask import Response, g, request
+
+log = logging.getLogger("idp.metrics")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_m: SimpleNamespace | None = None
+_m_lock = threading.Lock()  # two threads of a worker must not both make (register) the metrics
+
+
+def _metrics() -> SimpleNamespace:
+    """The metric objects, made on first use (after PROMETHEUS_MULTIPROC_DIR is settled)."""
+    global _m
+    if _m is not None:
+        return _m
+    with _m_lock:
+        if _m is not None:
+            return _m
+        from prometheus_client import Counter, Histogram
+
+        _m = SimpleNamespace(
+            logins=Counter("idp_logins", "Authentications by method and result.", ["method", "result"]),
+            codes=Counter("idp_otp_codes_sent", "SMS codes handed to the gateway, by outcome.", ["result"]),
+            wrong=Counter("idp_otp_wrong_codes", "Wrong one-time codes entered.", ["method"]),
+            locks=Counter("idp_lockouts", "Challenges ended, cool-offs started, failure caps reached.", ["kind"]),
+            limited=Counter("idp_rate_limited", "Requests refused by a named rate limit.", ["limit"]),
+            tokens=Counter("idp_tokens_issued", "Token responses issued, by grant type.", ["grant"]),
+            token_errors=Counter("idp_token_errors", "Token requests refused, by grant type.", ["grant"]),
+            latency=Histogram("idp_request_duration_seconds", "Request latency by endpoint.", ["endpoint", "method"],
+                              buckets=LATENCY_BUCKETS),
+        )
+    return _m
+
+
+def _safe(fn):
+    def wrapper(*args, **kwargs):
+        try:
+            fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a metric must never break a request
+            log.exception("metrics hook %s failed", fn.__name__)
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+# ---- counting hooks (one-line calls elsewhere) -------------------------------------------------
+
+@_safe
+def login(method: str, result: str) -> None:
+    """An authentication: result success (fresh login) or sso (from an existing session)."""
+    _metrics().logins.labels(method=method or "unknown", result=result).inc()
+
+
+@_safe
+def wrong_code(method: str, locked: bool = False) -> None:
+    """A wrong one-time code; ``locked`` when it ended its challenge."""
+    m = _metrics()
+    m.wrong.labels(method=method or "unknown").inc()
+    m.logins.labels(method=method or "unknown", result="locked" if locked else "wrong_code").inc()
+    if locked:
+        m.locks.labels(kind="challenge").inc()
+
+
+@_safe
+def code_sent(state: str) -> None:
+    """An SMS code handed to the gateway: sent or failed."""
+    _metrics().codes.labels(result=state).inc()
+
+
+@_safe
+def lock(kind: str) -> None:
+    """A cool-off started (cooloff) or the failure cap reached (failure_cap)."""
+    _metrics().locks.labels(kind=kind).inc()
+
+
+@_safe
+def rate_limited(limit: str) -> None:
+    """A request refused by a named limit."""
+    _metrics().limited.labels(limit=limit).inc()
+
+
+@_safe
+def token_response(status: int) -> None:
+    """A token endpoint answer (call inside the request): issued on 200, refused otherwise."""
+    grant = (request.form.get("grant_type") or "none")[:40]
+    if grant not in ("authorization_code", "refresh_token", "client_credentials", "none"):
+        grant = "other"  # a bounded label set whatever clients send
+    m = _metrics()
+    (m.tokens if status == 200 else m.token_errors).labels(grant=grant).inc()
+
+
+# ---- the app -----------------------------------------------------------------------------------
+
+def prepare_multiprocess(settings) -> str | None:
+    """Before ``idp serve`` forks its workers: a fresh directory for their metric files."""
+    if not settings.metrics.enabled:
+        return None
+    path = settings.metrics.multiproc_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or \
+        tempfile.mkdtemp(prefix="idp-metrics-")
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def forget_dead_workers() -> None:
+    """At a worker's start: mark the processes whose metric files remain but which are gone
+    (killed, or replaced at a restart) as dead, so that no live gauge keeps their last value.
+    Their counters and histograms stay in the sums."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    from prometheus_client import multiprocess
+
+    pids = {name.rsplit("_", 1)[1][:-3] for name in os.listdir(path) if name.endswith(".db")}
+    for pid in (int(p) for p in pids if p.isdigit()):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def init_app(app) -> None:
+    """Time every request; serve /metrics when ``[metrics] enabled`` (bearer token required)."""
+    from .settings import ConfigError
+
+    settings = app.extensions["idp.settings"]
+    if settings.metrics.enabled and not settings.metrics.token:
+        raise ConfigError("[metrics] token: required when [metrics] enabled = true (32+ random characters)")
+
+    @app.before_request
+    def _start_timer():
+        g.metrics_t0 = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        t0 = g.pop("metrics_t0", None)
+        if t0 is not None and request.endpoint != "static":
+            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            try:
+                _metrics().latency.labels(endpoint=rule, method=request.method).observe(time.perf_counter() - t0)
+            except Exception:  # noqa: BLE001
+                log.exception("latency metric failed")
+        return response
+
+    def metrics_view():
+        if not settings.metrics.enabled:
+            return Response("Not Found\n", status=404, mimetype="text/plain")
+        token = settings.metrics.token
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            return Response("Unauthorized\n", status=401, mimetype="text/plain",
+                            headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"})
+        body, content_type = exposition()
+        return Response(body, mimetype=None, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition: every process's counters, and the gauges read now."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    _metrics()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+
+    class Figures:
+        def collect(self):
+            from ..citizens.counting import unique_adults
+
+            yield GaugeMetricFamily("idp_unique_adults", "Unique adults who have ever authenticated (exact).",
+                                    value=unique_adults())
+            try:  # the live counter only: a scrape never falls back to scanning auth events
+                from ..stats.report import today
+                from .store import store
+
+                since, _, _, total = store.live_day(today().isoformat())
+                if since is not None:
+                    yield GaugeMetricFamily("idp_unique_citizens_today",
+                                            "Unique citizens today in the configured time zone (live estimate).",
+                                            value=total)
+            except Exception:  # noqa: BLE001 - the exact gauge above is what matters
+                log.exception("today's figure for /metrics failed")
+
+    now = CollectorRegistry()
+    now.register(Figures())
+    return generate_latest(registry) + generate_latest(now), CONTENT_TYPE_LATEST

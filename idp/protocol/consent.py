@@ -1,0 +1,212 @@
+"""Consent: what a citizen allowed an agency service to receive, and the page that asks.
+
+Trusted government agencies (``Client.trusted``) never ask. Any other client asks the first
+time, and again whenever it requests a scope the citizen has not yet allowed it; the page then
+lists everything requested and marks what is new. A grant is one row per citizen and client
+(``consents``), holding the union of every scope allowed so far, so a narrower request later
+needs no new answer. The citizen sees and withdraws grants on /account/services, and operators
+with ``idp consents list|revoke``.
+
+``openid`` is treated like any other claim: even alone it hands the service a stable
+identifier for the person (the pairwise ``sub``, which every token carries), so a non-trusted
+client asks for it too. Every consent therefore covers ``openid``.
+
+The page answers a paused authorization request ("interaction", see sessions.py): the
+decision is written into it as ``interaction["consent"] = "granted" | "denied"`` and the
+browser goes back to ``/authorize/resume``, which issues the code or answers access_denied.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from sqlalchemy.exc import IntegrityError
+
+from ..citizens.models import Citizen
+from ..platform import audit
+from ..platform.database import db, utcnow
+from ..platform.errors import InteractionGone
+from ..platform.i18n import current_lang, t, use_ui_locales
+from ..platform.settings import settings
+from . import sessions
+from .models import Client, Consent, RefreshToken
+
+bp = Blueprint("consent", __name__, url_prefix="/consent")
+
+#: The scopes a citizen is asked about, in the order the page lists them.
+#: Any other scope a client is allowed is shown by its name.
+KNOWN_SCOPES = ("openid", "profile", "phone", "national_id", "age")
+
+
+# ---- the service -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grant:
+    """One client's standing permission, as shown to the citizen and to operators."""
+
+    client_id: str
+    name: str
+    name_fa: str | None
+    scopes: tuple[str, ...]
+    granted_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def display_name(self) -> str:
+        """The agency's name in the page's language (Persian when it has one)."""
+        return self.name_fa if current_lang() == "fa" and self.name_fa else self.name
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"client_id": self.client_id, "name": self.name, "name_fa": self.name_fa,
+                "scope": " ".join(self.scopes), "granted_at": self.granted_at.isoformat(timespec="seconds"),
+                "updated_at": self.updated_at.isoformat(timespec="seconds")}
+
+
+def ordered(scopes: Iterable[str]) -> tuple[str, ...]:
+    """Scopes without repeats, known ones first in page order, then the rest alphabetically."""
+    unique = set(scopes)
+    return tuple(s for s in KNOWN_SCOPES if s in unique) + tuple(sorted(unique - set(KNOWN_SCOPES)))
+
+
+def requested_scopes(client: Client, scope: str | None) -> tuple[str, ...]:
+    """What a request would release to this client: the scopes it asked for and may have, plus
+    ``openid`` always (every token names the citizen by a `sub`)."""
+    return ordered(["openid", *client.get_allowed_scope(scope or "").split()])
+
+
+def _row(citizen_id: int, client_id: str) -> Consent | None:
+    return db.session.execute(db.select(Consent).filter_by(citizen_id=citizen_id, client_id=client_id)
+                              ).scalar_one_or_none()
+
+
+def granted_scopes(citizen_id: int, client_id: str) -> tuple[str, ...]:
+    """The scopes the citizen has allowed this client so far (empty when none)."""
+    row = _row(citizen_id, client_id)
+    return tuple(row.scope.split()) if row else ()
+
+
+def needs_consent(citizen_id: int, client: Client, scope: str | None, prompt: str | None = None) -> bool:
+    """Whether the citizen must be asked before ``client`` gets ``scope``.
+
+    Never for a trusted client. Otherwise yes unless an earlier grant covers every requested
+    scope (``openid`` included, see the module docstring), or when the request carries
+    ``prompt=consent`` (OIDC Core §3.1.2.1: the provider should ask again).
+    """
+    if client.trusted:
+        return False
+    if prompt and "consent" in prompt.split():
+        return True
+    return not set(requested_scopes(client, scope)) <= set(granted_scopes(citizen_id, client.client_id))
+
+
+def grant(citizen_id: int, client_id: str, scope: str) -> Consent:
+    """Remember that the citizen allowed ``client_id`` the scopes in ``scope``, added to what
+    was allowed before (an upsert; two approvals racing end with the union of both)."""
+    wanted = scope.split()
+    for attempt in (1, 2):
+        row = _row(citizen_id, client_id)
+        if row is None:
+            row = Consent(citizen_id=citizen_id, client_id=client_id, scope=" ".join(ordered(wanted)),
+                          granted_at=utcnow(), updated_at=utcnow())
+            db.session.add(row)
+        else:
+            merged = " ".join(ordered([*row.scope.split(), *wanted]))
+            if merged != row.scope:
+                row.scope = merged
+                row.updated_at = utcnow()
+        try:
+            db.session.commit()
+            return row
+        except IntegrityError:
+            # Another request inserted the row first (uq_consents_citizen_client): merge into it.
+            db.session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def granted(citizen_id: int) -> list[Grant]:
+    """Every standing grant of the citizen, the most recently changed first."""
+    rows = db.session.execute(
+        db.select(Consent, Client).outerjoin(Client, Client.client_id == Consent.client_id)
+        .where(Consent.citizen_id == citizen_id).order_by(Consent.updated_at.desc(), Consent.id.desc())).all()
+    return [Grant(client_id=c.client_id, name=client.name if client else c.client_id,
+                  name_fa=client.name_fa if client else None, scopes=ordered(c.scope.split()),
+                  granted_at=c.granted_at, updated_at=c.updated_at) for c, client in rows]
+
+
+def withdraw(citizen_id: int, client_id: str) -> bool:
+    """Forget the citizen's grant to ``client_id`` (the next request asks again) and revoke the
+    client's live refresh tokens for the citizen, so it cannot go on fetching fresh tokens.
+    Returns False when there was no grant."""
+    row = _row(citizen_id, client_id)
+    if row is None:
+        return False
+    db.session.delete(row)
+    db.session.execute(db.update(RefreshToken)
+                       .where(RefreshToken.citizen_id == citizen_id, RefreshToken.client_id == client_id,
+                              RefreshToken.revoked_at.is_(None))
+                       .values(revoked_at=utcnow()))
+    db.session.commit()
+    return True
+
+
+def describe(scope: str) -> str:
+    """What a scope releases, in words, in the page's language."""
+    if scope == "age":
+        return t("consent.claim.age", age=settings.stats.adult_age)
+    if scope in KNOWN_SCOPES:
+        return t("consent.claim." + scope)
+    return scope
+
+
+# ---- the page ----------------------------------------------------------------------------------
+
+def _paused(rid: str | None) -> tuple[dict[str, Any], Citizen, Client]:
+    """The paused request of this browser and signed-in citizen, or the 'start again' page."""
+    interaction = sessions.get_interaction(rid)
+    session = sessions.current_session()
+    if (not interaction or not session or interaction.get("return_to")
+            or not interaction.get("sid") or interaction["sid"] != session["sid"]):
+        raise InteractionGone()
+    use_ui_locales(dict(interaction["args"]).get("ui_locales"))
+    client = db.session.execute(db.select(Client).filter_by(client_id=interaction["client_id"])).scalar_one_or_none()
+    citizen = db.session.get(Citizen, session["citizen_id"])
+    if client is None or not client.is_enabled or citizen is None:
+        raise InteractionGone()
+    return interaction, citizen, client
+
+
+@bp.get("")
+def page():
+    """List what the service asks for (new items marked) with Allow / Don't allow."""
+    rid = request.args.get("r")
+    interaction, citizen, client = _paused(rid)
+    wanted = requested_scopes(client, dict(interaction["args"]).get("scope"))
+    before = set(granted_scopes(citizen.id, client.client_id))
+    items = [{"scope": s, "text": describe(s), "new": bool(before) and s not in before} for s in wanted]
+    name = client.name_fa if current_lang() == "fa" and client.name_fa else client.name
+    return render_template("consent.html", rid=rid, client_name=name, items=items, asked_before=bool(before))
+
+
+@bp.post("")
+def decide():
+    """Record the answer in the interaction and go back to /authorize/resume."""
+    rid = request.args.get("r")
+    interaction, citizen, client = _paused(rid)
+    decision = request.form.get("decision")
+    if decision not in ("approve", "deny"):
+        abort(400)
+    if decision == "approve":
+        scope = " ".join(requested_scopes(client, dict(interaction["args"]).get("scope")))
+        grant(citizen.id, client.client_id, scope)
+        interaction["consent"] = "granted"
+        audit.record("consent_granted", national_id=citizen.national_id, client_id=client.client_id, scope=scope)
+    else:
+        interaction["consent"] = "denied"
+        audit.record("consent_denied", national_id=citizen.national_id, client_id=client.client_id)
+    if not sessions.update_interaction(rid, interaction):
+        raise InteractionGone()
+    return redirect(url_for("oidc.resume", r=rid), code=303)
