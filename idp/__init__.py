@@ -15,10 +15,10 @@ from .account import views as account_pages
 from .citizens import models as _citizen_tables  # noqa: F401 - every table in the metadata
 from .login import sms
 from .login import views as login_pages
-from .platform import database, errors, hosts, i18n, keys, metrics, web
+from .platform import database, errors, hosts, i18n, keyring, metrics, web
 from .platform.settings import Settings, load_settings
 from .platform.store import Store
-from .protocol import consent, endpoints, logout, oauth
+from .protocol import authorize, consent, discovery, endpoints, logout, oauth
 from .stats import models as _stats_tables  # noqa: F401 - every table in the metadata
 
 __all__ = ["create_app"]
@@ -38,14 +38,15 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     database.init_app(app, settings.database.url, settings.database.pool_size)
     web.init_app(app, settings)
     app.extensions["idp.store"] = Store(settings.store.url, settings.store.prefix)
-    app.extensions["idp.keyring"] = keys.KeyRing(
+    app.extensions["idp.keyring"] = keyring.KeyRing(
         settings.keys.dir, {settings.keys.id_token_alg, settings.keys.access_token_alg} if require_keys else set())
     app.extensions["idp.sms"] = sms.build_sender(settings)
     oauth.init_app(app)
     i18n.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)
-    for blueprint in (endpoints.bp, login_pages.bp, account_pages.bp, consent.bp, logout.bp):
+    for blueprint in (discovery.bp, authorize.bp, endpoints.bp, login_pages.bp, account_pages.bp, consent.bp,
+                      logout.bp):
         app.register_blueprint(blueprint)
     logging.getLogger("idp").setLevel(logging.INFO)
     return app

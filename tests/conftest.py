@@ -115,7 +115,7 @@ class LiveProvider:
     def add_citizen(self, birth_date: str = "1980-01-01", mobile: str | None = None):
         """Register a citizen with a random valid national ID; returns (national_id, mobile)."""
         from idp.citizens.national_id import make_national_id
-        from idp.citizens.registry import add_citizen
+        from idp.citizens.records import add_citizen
 
         national_id = make_national_id(f"{secrets.randbelow(10**9):09d}")
         mobile = mobile or f"+98912{secrets.randbelow(10**7):07d}"
@@ -125,9 +125,9 @@ class LiveProvider:
         return national_id, mobile
 
     def stop(self):
-        from idp.protocol import logout
+        from idp.protocol import backchannel
 
-        logout.stop_worker(self.app)  # its database goes away with the test
+        backchannel.stop_worker(self.app)  # its database goes away with the test
         self.server.shutdown()
         self.thread.join(5)
 

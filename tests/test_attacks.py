@@ -134,7 +134,7 @@ def hs256_with(secret: bytes, token: str, **claims) -> str:
 
 def sign_with_our_key(provider, header: dict, claims: dict, alg: str) -> str:
     """A token signed with the provider's real ``alg`` key (to forge everything but the signature)."""
-    from idp.platform.keys import keyring
+    from idp.platform.keyring import keyring
 
     with provider.app.app_context():
         key = keyring.signing_key(alg)
@@ -407,7 +407,7 @@ def _iss_of(provider, r: requests.Response, redirect: str, state: str | None = N
 def test_mix_up_iss_on_every_authorization_response(provider, app_client, citizen):
     untrusted = provider.add_client(trusted=False, redirect_uri="http://127.0.0.1:9/untrusted/cb")
     seen: dict[str, dict] = {}
-    # A code after a login (through /authorize/resume).
+    # A code right after a login (the code submission answers with it).
     browser = provider.flow()
     page = identify_page(provider, browser, app_client[0], APP)
     sent = len(provider.outbox.messages(mobile_e164(citizen[1])))
@@ -734,19 +734,19 @@ def test_csrf_on_withdrawing_a_service(provider, app_client, citizen, case):
 
 
 def _granted(provider, citizen, client_id: str) -> tuple[str, ...]:
-    from idp.citizens.counting import find_by_national_id
+    from idp.citizens.directory import find
     from idp.protocol import consent
 
     with provider.app.app_context():
-        return consent.granted_scopes(find_by_national_id(citizen[0]).id, client_id)
+        return consent.granted_scopes(find(citizen[0]).citizen.id, client_id)
 
 
 def _totp_enrolled(provider, citizen) -> bool:
-    from idp.citizens.counting import find_by_national_id
+    from idp.citizens.directory import find
     from idp.login import totp
 
     with provider.app.app_context():
-        return totp.is_enrolled(find_by_national_id(citizen[0]))
+        return totp.is_enrolled(find(citizen[0]).citizen.id)
 
 
 # =========================================================================================================
@@ -808,7 +808,7 @@ def test_cookie_bomb_of_authorization_requests_leaves_a_few_flow_cookies(provide
     the older one-name-per-flow kind, planted) leave at most MAX_FLOWS: the newest flows still
     work, the oldest is refused, and a login still succeeds. tests/browser/test_flow_cookies.py
     does the same with 170 popups at once in Chromium."""
-    from idp.protocol.sessions import FLOW_COOKIE_PREFIX, MAX_FLOWS
+    from idp.protocol.interaction import FLOW_COOKIE_PREFIX, MAX_FLOWS
 
     browser = provider.flow()
     for _ in range(20):
@@ -918,7 +918,7 @@ def test_cookies_are_secure_and_httponly_under_an_https_issuer(tmp_path, redis_u
     from idp import create_app
     from idp.platform import keys
     from idp.platform.database import upgrade_database
-    from idp.protocol import logout
+    from idp.protocol import backchannel
 
     issuer = "https://idp.example.test"
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'idp.sqlite3'}", redis_url, 1,
@@ -927,7 +927,7 @@ def test_cookies_are_secure_and_httponly_under_an_https_issuer(tmp_path, redis_u
     app = create_app(settings)
     upgrade_database(app)
     outbox = Outbox(Path(settings.sms.outbox))
-    from idp.citizens.registry import add_citizen
+    from idp.citizens.records import add_citizen
     from idp.protocol.agencies import register_client
 
     with app.app_context():
@@ -962,12 +962,11 @@ def test_cookies_are_secure_and_httponly_under_an_https_issuer(tmp_path, redis_u
         action = re.search(r'<form[^>]*action="([^"]*)"', page.get_data(as_text=True)).group(1).replace("&amp;", "&")
         r = call("POST", action, data={**form_fields(page.get_data(as_text=True)), "otp": otp})
         assert r.status_code == 303, r.get_data(as_text=True)[:500]
-        r = call("GET", r.headers["Location"])
         assert r.headers["Location"].startswith("https://agency.example/cb?code="), r.headers.get("Location")
         confirm = call("GET", "/logout")
         call("POST", "/logout/confirm", data={**form_fields(confirm.get_data(as_text=True)), "confirm": "1"})
     finally:
-        logout.stop_worker(app)
+        backchannel.stop_worker(app)
     names = {c.split("=")[0] for c in set_cookies}
     assert {"idp_sso", "idp_session"} <= names and any(n.startswith("idp_flow_") for n in names), set_cookies
     for cookie in set_cookies:
@@ -1119,17 +1118,15 @@ def test_sso_is_by_cookie_only(provider, app_client, citizen):
     sent = len(provider.outbox.messages(mobile_e164(citizen[1])))
     code_form = browser.follow(browser.submit(page, {"national_id": citizen[0], "mobile": citizen[1]}), APP)
     otp = provider.outbox.last_code(mobile_e164(citizen[1]), after=sent)
-    resume = browser.submit(code_form, {"otp": otp})
-    assert resume.status_code == 303 and "/authorize/resume" in resume.headers["Location"]
+    done = browser.submit(code_form, {"otp": otp})
+    code = redirect_params(done, APP)["code"]  # the login went straight on to the agency
     attacker = provider.flow()
-    # The paused request's links are bound to the browser that started it.
+    # The paused request's links are bound to the browser that started it (and are spent now).
     for url in (rid_url, rid_url.replace("/login?", "/login/code?"),
-                provider.url + resume.headers["Location"] if resume.headers["Location"].startswith("/")
-                else resume.headers["Location"]):
+                rid_url.replace("/login?", "/authorize/resume?"), rid_url.replace("/login?", "/consent?")):
         r = attacker.get(url)
         assert r.status_code == 400 and "Location" not in r.headers, url
-    id_token = browser.exchange(*app_client[:2], APP,
-                                redirect_params(browser.follow(resume, APP), APP)["code"]).json()["id_token"]
+    id_token = browser.exchange(*app_client[:2], APP, code).json()["id_token"]
     for extra in ({}, {"login_hint": citizen[0]}, {"id_token_hint": id_token}):
         r = attacker.start(other[0], other[2], **extra)
         assert r.status_code == 200 and 'name="national_id"' in r.text, extra

@@ -26,9 +26,9 @@ def _cli(provider, *args):
 
 def _citizen_id(provider, national_id: str) -> int:
     with provider.app.app_context():
-        from idp.citizens.counting import find_by_national_id
+        from idp.citizens.directory import find
 
-        return find_by_national_id(national_id).id
+        return find(national_id).citizen.id
 
 
 def _client(provider, client_id: str):
@@ -46,7 +46,7 @@ def _allow_national_id(provider, client_id: str) -> None:
         client = _client(provider, client_id)
         client.client_metadata = {**client.client_metadata, "allow_national_id": True}
         db.session.commit()
-        from idp.protocol.oauth import clients_changed
+        from idp.protocol.clients import clients_changed
 
         clients_changed()  # what agencies.py does after every change, for every node's client cache
 
@@ -137,18 +137,18 @@ def test_grants_are_per_citizen_and_per_client(provider):
 # ---- the consent page --------------------------------------------------------------------------
 
 def _paused(provider, browser, client_id: str, scope: str, sid: str | None = None, **extra) -> str:
-    """A paused authorization request after login, as /authorize/resume leaves it for the page."""
+    """A paused authorization request after login, as the pipeline leaves it for the consent page."""
     with provider.app.app_context():
-        from idp.protocol import sessions
-
-        args = [["response_type", "code"], ["client_id", client_id], ["scope", scope], ["state", "s-1"],
-                *[[k, v] for k, v in extra.items()]]
-        rid = sessions.start_interaction(args, client_id)
         from idp.platform.store import store
+        from idp.protocol import interaction
 
-        sessions.update_interaction(rid, {"args": args, "client_id": client_id, "created": 0, "return_to": None,
-                                          "sid": sid or store.session_id(browser.http.cookies.get("idp_sso"))})
-    browser.http.cookies.set(sessions.FLOW_COOKIES[0], f"{int(time.time() * 1000)}.{rid}", domain="127.0.0.1", path="/")
+        paused = interaction.new(client_id, redirect_uri="http://127.0.0.1:9/cb", scope=scope, state="s-1",
+                                 code_challenge="x" * 43, ui_locales=extra.get("ui_locales"),
+                                 sid=sid or store.session_id(browser.http.cookies.get("idp_sso")))
+        store.put_pending(paused.id, paused.as_record(), ttl=600)
+        rid = paused.id
+        cookie = interaction.FLOW_COOKIES[0]
+    browser.http.cookies.set(cookie, f"{int(time.time() * 1000)}.{rid}", domain="127.0.0.1", path="/")
     return rid
 
 
@@ -238,7 +238,7 @@ def test_consent_page_belongs_to_the_session_and_browser_that_logged_in(provider
     assert forged.status_code == 400
     no_csrf = browser.http.post(f"{provider.url}/consent?r={rid}", data={"decision": "approve"},
                                 allow_redirects=False, timeout=10)
-    assert no_csrf.status_code == 400 and "consent" not in _interaction(provider, rid)
+    assert no_csrf.status_code == 400 and _interaction(provider, rid)["consent"] is None
     assert browser.get(f"{provider.url}/consent?r=unknown").status_code == 400
 
 

@@ -16,12 +16,13 @@ LOGINS_EACH = 3
 def _login_many(settings_values: dict, national_id: str, barrier, results) -> None:
     """In a separate process: a new app, then several authentications of the same citizen at once."""
     from idp import create_app
-    from idp.citizens.counting import find_by_national_id, record_authentication
+    from idp.citizens.counting import record_authentication
+    from idp.citizens.directory import find
     from idp.platform.settings import load_settings
 
     app = create_app(load_settings(None, env={}, overrides=settings_values))
     with app.app_context():
-        citizen = find_by_national_id(national_id)
+        citizen = find(national_id).citizen
         barrier.wait(timeout=30)
         new = 0
         for _ in range(LOGINS_EACH):
@@ -58,24 +59,29 @@ def test_concurrent_first_logins_count_once(provider):
 
 
 def test_minor_is_counted_at_first_login_as_an_adult(provider):
-    from idp.citizens.counting import find_by_national_id, record_authentication, unique_adults
+    from idp.citizens.counting import record_authentication, unique_adults
+    from idp.citizens.directory import find
+    from idp.citizens.models import CitizenRow
+    from idp.platform.database import db
 
     eighteenth = dt.date(2008, 6, 15).replace(year=2026)
     national_id, _ = provider.add_citizen(birth_date="2008-06-15")
     with provider.app.app_context():
-        citizen = find_by_national_id(national_id)
+        citizen = find(national_id).citizen
         before = unique_adults()
         as_minor = dt.datetime(2026, 6, 14, 12, 0, tzinfo=dt.timezone.utc)
         assert record_authentication(citizen, "t", "sms", at=as_minor) is False
         assert unique_adults() == before
-        citizen = find_by_national_id(national_id)
-        assert citizen.first_authenticated_at is not None and citizen.first_adult_authenticated_at is None
+        citizen = find(national_id).citizen
+        row = db.session.execute(db.select(CitizenRow).filter_by(national_id=national_id)).scalar_one()
+        assert row.first_authenticated_at is not None and row.first_adult_authenticated_at is None
+        assert not citizen.adult_counted
         # 18th birthday begins at local midnight in Tehran (UTC+03:30): 20:30 UTC the day before.
         birthday_tehran = dt.datetime(2026, 6, 14, 21, 0, tzinfo=dt.timezone.utc)
         assert birthday_tehran.astimezone(dt.timezone(dt.timedelta(hours=3, minutes=30))).date() == eighteenth
         assert record_authentication(citizen, "t", "sms", at=birthday_tehran) is True
         assert unique_adults() == before + 1
-        assert record_authentication(find_by_national_id(national_id), "t", "sms") is False
+        assert record_authentication(find(national_id).citizen, "t", "sms") is False
         assert unique_adults() == before + 1
 
 

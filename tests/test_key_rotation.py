@@ -19,6 +19,7 @@ import requests
 
 from clients.jwt_verify import AccessTokenVerifier
 from idp.platform import keys
+from idp.platform.keyring import KeyRing
 
 from .helpers import redirect_params, verify_id_token, wait_until
 
@@ -68,7 +69,7 @@ def idp(provider, tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_rotation_timeline(tmp_path):
     d = tmp_path / "keys"
     first = {k.alg: k.kid for k in keys.ensure(d)}
-    ring = keys.KeyRing(d, {"RS256", "ES256"}, reload_seconds=0)
+    ring = KeyRing(d, {"RS256", "ES256"}, reload_seconds=0)
     ttl = 600
 
     # Step 1: a next key per algorithm, published but not signing.
@@ -126,7 +127,7 @@ def test_force_promotes_at_once_and_withdraw_drops_the_old_key(tmp_path):
 def test_a_bad_file_never_takes_the_keys_away(tmp_path, caplog):
     d = tmp_path / "keys"
     keys.ensure(d)
-    ring = keys.KeyRing(d, {"RS256", "ES256"}, reload_seconds=0)
+    ring = KeyRing(d, {"RS256", "ES256"}, reload_seconds=0)
     signing = ring.signing_key("RS256").kid
     (d / "broken.json").write_text("{not json")
     assert ring.signing_key("RS256").kid == signing and len(ring.jwks()["keys"]) == 2
@@ -140,7 +141,7 @@ def test_keyring_looks_at_the_directory_at_most_every_few_seconds(tmp_path):
     d = tmp_path / "keys"
     keys.ensure(d)
     now = [1000.0]
-    ring = keys.KeyRing(d, {"RS256", "ES256"}, clock=lambda: now[0])
+    ring = KeyRing(d, {"RS256", "ES256"}, clock=lambda: now[0])
     old = ring.signing_key("RS256").kid
     keys.rotate(d, 600, force=True)
     assert ring.signing_key("RS256").kid == old, "no look before RELOAD_SECONDS"

@@ -16,7 +16,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from idp.protocol import logout
+from idp.protocol import backchannel
 
 from .helpers import LogoutReceiver, cli_env, redirect_params, verify_id_token, wait_until
 
@@ -37,11 +37,11 @@ def receiver():
 def quick_worker(provider):
     """Idle sweeps every 0.2 s in this module (the constant the worker reads each round);
     the module's delivery thread is stopped at the end so it cannot outlive its provider."""
-    saved = logout.SWEEP_INTERVAL
-    logout.SWEEP_INTERVAL = 0.2
+    saved = backchannel.SWEEP_INTERVAL
+    backchannel.SWEEP_INTERVAL = 0.2
     yield
-    logout.stop_worker(provider.app)
-    logout.SWEEP_INTERVAL = saved
+    backchannel.stop_worker(provider.app)
+    backchannel.SWEEP_INTERVAL = saved
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def set_backchannel(provider, client_id: str, uri: str) -> None:
         client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
         client.client_metadata = {**client.client_metadata, "backchannel_logout_uri": uri}
         db.session.commit()
-        from idp.protocol.oauth import clients_changed
+        from idp.protocol.clients import clients_changed
 
         clients_changed()  # what agencies.py does after every change, for every node's client cache
 
@@ -165,7 +165,7 @@ def test_unregistered_post_logout_uri_is_never_followed(provider):
 
 def _forged_hints(provider, id_token: str, access_token: str, client_id: str) -> dict[str, str]:
     """Tokens that are not our ID token for this client, each in its own way."""
-    from idp.platform.keys import keyring
+    from idp.platform.keyring import keyring
 
     claims = id_claims(provider, id_token)
     header = verify_id_token(provider.url, id_token)["header"]
@@ -307,7 +307,7 @@ def test_a_failed_delivery_is_retried(provider):
         [row] = deliveries(provider, sid=sid)
         assert row["attempts"] == 1 and row["delivered_at"] is None and row["last_error"] == "HTTP 500"
         wait = (row["next_attempt_at"] - dt.datetime.now(dt.timezone.utc)).total_seconds()
-        assert logout.BACKOFF[0] - 5 < wait <= logout.BACKOFF[0]
+        assert backchannel.BACKOFF[0] - 5 < wait <= backchannel.BACKOFF[0]
 
         from idp.platform.database import db
         from idp.protocol.models import LogoutDelivery
@@ -315,7 +315,7 @@ def test_a_failed_delivery_is_retried(provider):
         with provider.app.app_context():  # time passes: the retry is due
             db.session.get(LogoutDelivery, row["id"]).next_attempt_at = dt.datetime.now(dt.timezone.utc)
             db.session.commit()
-            logout.sweep()  # the worker may win the claim instead; either way exactly one delivery
+            backchannel.sweep()  # the worker may win the claim instead; either way exactly one delivery
         assert wait_until(lambda: deliveries(provider, sid=sid)[0]["delivered_at"] is not None, 10)
         [row] = deliveries(provider, sid=sid)
         assert row["attempts"] == 2 and row["last_error"] is None
@@ -327,7 +327,7 @@ def test_a_failed_delivery_is_retried(provider):
 
 
 def test_a_delivery_is_given_up_after_the_last_attempt(provider, monkeypatch):
-    monkeypatch.setattr(logout, "MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(backchannel, "MAX_ATTEMPTS", 1)
     receiver = LogoutReceiver(statuses=[503] * 5)
     try:
         client_id, secret, redirect = provider.add_client()
@@ -353,7 +353,7 @@ def test_undelivered_logouts_survive_a_restart(provider, receiver):
     browser = provider.flow()
     id_token = login_for_id_token(provider, browser, client_id, secret, redirect, national_id, mobile)
     claims = id_claims(provider, id_token)
-    logout.stop_worker(provider.app)  # this "process" goes away before it delivers
+    backchannel.stop_worker(provider.app)  # this "process" goes away before it delivers
     try:
         assert browser.get(logout_url(provider, id_token_hint=id_token)).status_code == 200
         time.sleep(0.5)
@@ -374,7 +374,7 @@ def test_undelivered_logouts_survive_a_restart(provider, receiver):
         again = json.loads(idp(provider, "logout", "deliver", "--json").stdout)
         assert again["claimed"] == 0 or len(receiver.tokens_for("/bcl")) == 1
     finally:
-        logout.start_worker(provider.app)
+        backchannel.start_worker(provider.app)
 
 
 def test_sessions_revoke_logs_a_citizen_out_everywhere(provider, receiver):
@@ -391,7 +391,7 @@ def test_sessions_revoke_logs_a_citizen_out_everywhere(provider, receiver):
     bystander = provider.flow()
     bystander.login(client_id, redirect, bystander_id, bystander_mobile)
 
-    logout.start_worker(provider.app)  # the serving process's delivery thread (idempotent)
+    backchannel.start_worker(provider.app)  # the serving process's delivery thread (idempotent)
     out = idp(provider, "sessions", "revoke", "--national-id", national_id, "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

@@ -273,7 +273,7 @@ class Deployment:
     def add_citizen(self, birth_date: str = "1980-01-01"):
         """Register a citizen with a random valid national ID; returns (national_id, mobile)."""
         from idp.citizens.national_id import make_national_id
-        from idp.citizens.registry import add_citizen
+        from idp.citizens.records import add_citizen
 
         national_id = make_national_id(f"{secrets.randbelow(10**9):09d}")
         mobile = f"+98912{secrets.randbelow(10**7):07d}"

@@ -177,7 +177,7 @@ def test_scopes_national_id_and_age(provider):
         c = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one()
         c.client_metadata = {**c.client_metadata, "allow_national_id": True}
         db.session.commit()
-        from idp.protocol.oauth import clients_changed
+        from idp.protocol.clients import clients_changed
 
         clients_changed()  # what agencies.py does after every change, for every node's client cache
     browser = provider.flow()

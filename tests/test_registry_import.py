@@ -35,7 +35,7 @@ def to_persian(digits: str) -> str:
 
 
 def do_import(provider, path, report=None):
-    from idp.citizens.registry import import_file
+    from idp.citizens.importer import import_file
 
     with provider.app.app_context():
         return import_file(path, report)
@@ -136,7 +136,7 @@ def test_each_bad_row_is_rejected_with_its_line_and_reason(provider, tmp_path):
 
 
 def test_reimport_updates_the_mobile_and_keeps_the_subject_key(provider, tmp_path):
-    from idp.protocol.oauth import subject_for
+    from idp.protocol.subjects import subject_for
 
     nid, other = new_id(), new_id()
     f = tmp_path / "first.csv"
@@ -312,7 +312,7 @@ def test_empty_values_in_present_csv_columns(provider, tmp_path):
 
 def test_unknown_csv_columns_refuse_the_file(provider, tmp_path):
     """A misspelt column is not ignored: the file is refused, nothing written, nothing audited."""
-    from idp.citizens.registry import InvalidCitizen
+    from idp.citizens.records import InvalidCitizen
 
     nid = new_id()
     registered(provider, tmp_path, nid)
@@ -335,7 +335,7 @@ def test_each_import_is_one_audit_event(provider, tmp_path):
     import pwd
     import socket
 
-    from idp.citizens.registry import InvalidCitizen
+    from idp.citizens.records import InvalidCitizen
 
     known, same, fresh = new_id(), new_id(), new_id()
     registered(provider, tmp_path, known, same)
@@ -386,7 +386,7 @@ def test_report_options(provider, tmp_path):
 
 
 def test_a_broken_file_loads_nothing(provider, tmp_path):
-    from idp.citizens.registry import InvalidCitizen
+    from idp.citizens.records import InvalidCitizen
 
     rows = [f"{new_id()},09121234567,1985-02-03,,,," for _ in range(4500)]  # more than one batch
     rows.append(f'{new_id()},09121234567,1985-02-03,"unterminated,,,')
@@ -414,7 +414,7 @@ def test_one_import_at_a_time_on_postgres(provider, tmp_path):
         pytest.skip("SQLite serialises writers with its own lock")
     import psycopg
 
-    from idp.citizens.registry import InvalidCitizen
+    from idp.citizens.records import InvalidCitizen
 
     f = tmp_path / "one.csv"
     f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
@@ -428,7 +428,7 @@ def test_one_import_at_a_time_on_postgres(provider, tmp_path):
 
 
 def test_directory_interface(provider):
-    from idp.citizens.registry import CitizenDirectory, CitizenRecord, SqlCitizenDirectory, find_citizen
+    from idp.citizens.directory import CitizenDirectory, CitizenRecord, SqlCitizenDirectory, find, profile
 
     nid, mobile = provider.add_citizen(birth_date="1975-07-07")
     with provider.app.app_context():
@@ -437,8 +437,8 @@ def test_directory_interface(provider):
         record = sql.find(nid)
         assert record == CitizenRecord(nid, mobile, dt.date(1975, 7, 7), "آزمون", "شهروند")
         assert sql.find(new_id()) is None
-        assert find_citizen(nid).national_id == nid
-        key = find_citizen(nid).subject_key
+        assert find(nid).mobile == mobile
+        key = find(nid).citizen.subject_key
 
     class LiveRegistry:
         """A stand-in for a registry service: it knows a new number for nid, and a new person."""
@@ -453,15 +453,16 @@ def test_directory_interface(provider):
 
     live = LiveRegistry()
     with provider.app.app_context():
-        moved = find_citizen(nid, live)
-        assert (moved.mobile, moved.subject_key, moved.given_name) == ("+989350000000", key, None)
-        made = find_citizen(live.fresh, live)
-        assert made.mobile == "+989351111111" and len(made.subject_key) == 43
-        assert find_citizen(new_id(), live) is None
+        moved = find(nid, live)
+        assert (moved.mobile, moved.citizen.subject_key) == ("+989350000000", key)
+        assert profile(moved.citizen.id).given_name is None, "the registry's answer replaced the names"
+        made = find(live.fresh, live)
+        assert made.mobile == "+989351111111" and len(made.citizen.subject_key) == 43
+        assert find(new_id(), live) is None
 
 
 def test_fast_paths_agree_with_the_parsers():
-    from idp.citizens.registry import InvalidCitizen, _mobile, _national_id
+    from idp.citizens.records import InvalidCitizen, _mobile, _national_id
 
     rng = random.Random(7)
     candidates = [f"{rng.randrange(10**10):010d}" for _ in range(20000)]
@@ -491,7 +492,7 @@ def test_fast_paths_agree_with_the_parsers():
 
 
 def test_seen_switches_to_a_bitmap(monkeypatch):
-    from idp.citizens.registry import _Seen
+    from idp.citizens.import_report import Seen as _Seen
 
     monkeypatch.setattr(_Seen, "SWITCH", 5)
     ids = [new_id() for _ in range(20)]

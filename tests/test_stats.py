@@ -48,10 +48,11 @@ def new_client() -> str:
 
 
 def login_at(provider, national_id: str, client_id: str, at: dt.datetime | None = None) -> bool:
-    from idp.citizens.counting import find_by_national_id, record_authentication
+    from idp.citizens.counting import record_authentication
+    from idp.citizens.directory import find
 
     with provider.app.app_context():
-        return record_authentication(find_by_national_id(national_id), client_id, "sms", at=at)
+        return record_authentication(find(national_id).citizen, client_id, "sms", at=at)
 
 
 def past_day(days_ago: int) -> dt.date:
@@ -111,12 +112,13 @@ def _login_everyone(settings_values: dict, national_ids: list[str], client_id: s
     import random
 
     from idp import create_app
-    from idp.citizens.counting import find_by_national_id, record_authentication
+    from idp.citizens.counting import record_authentication
+    from idp.citizens.directory import find
     from idp.platform.settings import load_settings
 
     app = create_app(load_settings(None, env={}, overrides=settings_values))
     with app.app_context():
-        people = [find_by_national_id(n) for n in national_ids]
+        people = [find(n).citizen for n in national_ids]
         order = [p for p in people for _ in range(LOGINS_EACH)]
         random.shuffle(order)
         barrier.wait(timeout=60)

@@ -51,9 +51,10 @@ def test_enrol_then_log_in_with_the_app(provider):
     national_id, mobile = provider.add_citizen()
     _, secret, step = _enrol(provider, national_id, mobile)
     with provider.app.app_context():
-        from idp.citizens.counting import find_by_national_id
+        from idp.citizens import authenticators
+        from idp.citizens.directory import find
 
-        stored = find_by_national_id(national_id).totp_secret
+        stored = authenticators.secret(find(national_id).citizen.id)
         assert stored and secret not in stored, "the secret is encrypted at rest"
 
     totp = pyotp.TOTP(secret)

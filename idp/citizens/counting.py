@@ -1,4 +1,4 @@
-"""Citizens: lookup, adulthood, and recording each successful authentication.
+"""Counting: adulthood, and recording each successful authentication.
 
 The unique-adult counter (DESIGN §7) is kept in the same transaction that sets a citizen's
 ``first_adult_authenticated_at``: the conditional UPDATE lets exactly one of any number of
@@ -9,19 +9,20 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from sqlalchemy import bindparam, func, insert, inspect, select, update
+from sqlalchemy import bindparam, func, insert, update
 
-from ..platform.database import db, read_row, utcnow
+from ..platform.database import db, utcnow
 from ..platform.settings import settings
 from ..platform.store import store
-from .models import AuthEvent, Citizen, StatCounter
+from .directory import Citizen
+from .models import AuthEvent, CitizenRow, StatCounter
 
 UNIQUE_ADULTS = "unique_adults"
 
 # The statements of every login, built once as Core statements on the tables: the ORM's bulk
 # UPDATE/INSERT path (identity-map synchronisation) and building a statement per call cost more
 # CPU than the round trips themselves.
-_citizens = Citizen.__table__
+_citizens = CitizenRow.__table__
 _at = bindparam("p_at", type_=_citizens.c.last_authenticated_at.type)
 _SEEN = (update(_citizens).where(_citizens.c.id == bindparam("p_cid"))
          .values(last_authenticated_at=_at, first_authenticated_at=func.coalesce(_citizens.c.first_authenticated_at, _at)))
@@ -31,34 +32,6 @@ _FIRST_ADULT = (update(_citizens)
 _EVENT = insert(AuthEvent.__table__)
 _COUNT_ADULT = (update(StatCounter.__table__).where(StatCounter.__table__.c.name == UNIQUE_ADULTS)
                 .values(value=StatCounter.__table__.c.value + 1))
-
-
-def find_by_national_id(national_id: str) -> Citizen | None:
-    """The citizen with this (already validated) national ID, or None: the citizens table, or a
-    live registry service when one is configured (registry.CitizenDirectory)."""
-    from .registry import find_citizen
-
-    return find_citizen(national_id)
-
-
-#: The columns claims are made of (userinfo reads these and nothing else).
-CLAIM_COLUMNS = (Citizen.id, Citizen.subject_key, Citizen.given_name, Citizen.family_name, Citizen.birth_date,
-                 Citizen.mobile, Citizen.national_id)
-_CLAIMS_OF = select(*CLAIM_COLUMNS).where(Citizen.id == bindparam("p_cid"))
-_SUBJECT_KEY_OF = select(Citizen.subject_key).where(Citizen.id == bindparam("p_cid"))
-
-
-def claims_row(citizen_id: int):
-    """The citizen's claim columns as a row (attribute access, no ORM object), or None; read on
-    a connection of its own (``read_row``), outside the request's session."""
-    return read_row(_CLAIMS_OF, {"p_cid": citizen_id})
-
-
-def detached(citizen_id: int) -> Citizen | None:
-    """What tokens need of a citizen (id and subject key) in an object attached to no session,
-    or None: one column read, and a commit in the request cannot expire it."""
-    row = read_row(_SUBJECT_KEY_OF, {"p_cid": citizen_id})
-    return None if row is None else Citizen(id=citizen_id, subject_key=row[0])
 
 
 def local_date(at: dt.datetime) -> dt.date:
@@ -80,13 +53,12 @@ def is_adult(citizen: Citizen, on: dt.date) -> bool:
 
 
 def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bool = False,
-                          at: dt.datetime | None = None, counted: bool = False) -> bool:
+                          at: dt.datetime | None = None) -> bool:
     """Record one successful authentication, durably; returns True if it made a new unique adult.
 
     One transaction: the auth event, the citizen's timestamps, and (for a first authentication
-    as an adult) the unique-adult counter. Then the live daily counters in the store.
-    ``citizen`` may be a row of this session or a detached copy (id, subject_key, birth_date)
-    made from the SSO session; ``counted`` says the citizen was already known to be counted.
+    as an adult) the unique-adult counter. Then the live daily counters in the store. A citizen
+    already counted when it was read (``adult_counted``) costs no conditional UPDATE.
     """
     at = at or utcnow()
     day = local_date(at)
@@ -95,11 +67,7 @@ def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bo
     new_adult = False
     try:
         db.session.execute(_SEEN, {"p_cid": cid, "p_at": at})
-        # Once set, first_adult_authenticated_at never changes: when the row this request loaded
-        # already has it, the conditional UPDATE below cannot match (one round trip saved).
-        counted = counted or ("first_adult_authenticated_at" not in inspect(citizen).unloaded
-                               and citizen.first_adult_authenticated_at is not None)
-        if adult and not counted:
+        if adult and not citizen.adult_counted:
             new_adult = db.session.execute(_FIRST_ADULT, {"p_cid": cid, "p_at": at}).rowcount == 1
         db.session.execute(_EVENT, {"occurred_at": at, "citizen_id": cid, "client_id": client_id, "method": method,
                                     "sso": sso, "adult": adult})
@@ -111,8 +79,6 @@ def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bo
     except Exception:
         db.session.rollback()
         raise
-    if citizen in db.session:
-        db.session.expire(citizen)
     store.count_daily_user(day.isoformat(), client_id, str(cid), ttl=3 * 86400)
     return new_adult
 

@@ -59,7 +59,7 @@ class Group(click.Group):
     """Turns expected failures into one line and exit status 1 (2 for configuration)."""
 
     def invoke(self, ctx):
-        from ..citizens.registry import InvalidCitizen
+        from ..citizens.records import InvalidCitizen
         from ..platform.keys import KeysUnavailable
         from ..protocol.agencies import InvalidClientMetadata
 
@@ -382,7 +382,7 @@ def citizens():
 def citizens_add(obj: Context, national_id, mobile, birth_date, given_name, family_name, as_json):
     """Add one citizen."""
     from ..citizens.national_id import mask_mobile
-    from ..citizens.registry import add_citizen
+    from ..citizens.records import add_citizen
 
     with obj.app.app_context():
         c = add_citizen(national_id=national_id, mobile=mobile, birth_date=birth_date, given_name=given_name,
@@ -416,7 +416,7 @@ def citizens_import(obj: Context, file, report_path, as_json):
       1  nothing imported: the file cannot be read, is refused, or the database failed
       2  usage or configuration error
     """
-    from ..citizens.registry import import_file
+    from ..citizens.importer import import_file
 
     with obj.app.app_context():
         r = import_file(file, report_path)
@@ -557,17 +557,17 @@ def consents():
 
 def _citizen_by_national_id(national_id: str):
     """The citizen with this national ID (Persian digits accepted), or a one-line error."""
-    from ..citizens.counting import find_by_national_id
+    from ..citizens import directory
     from ..citizens.national_id import InvalidNationalId, parse_national_id
 
     try:
         national_id = parse_national_id(national_id)
     except InvalidNationalId:
         raise click.ClickException("not a valid national ID") from None
-    citizen = find_by_national_id(national_id)
-    if citizen is None:
+    registered = directory.find(national_id)
+    if registered is None:
         raise click.ClickException("no citizen with this national ID")
-    return citizen
+    return national_id, registered.citizen
 
 
 @consents.command("list")
@@ -579,7 +579,7 @@ def consents_list(obj: Context, national_id, as_json):
     from ..protocol.consent import granted
 
     with obj.app.app_context():
-        rows = [g.as_dict() for g in granted(_citizen_by_national_id(national_id).id)]
+        rows = [g.as_dict() for g in granted(_citizen_by_national_id(national_id)[1].id)]
     emit(rows, as_json, "\n".join(f"{r['client_id']}  {r['name']}  [{r['scope']}]  since {r['granted_at']}"
                                   for r in rows) or "no consents")
 
@@ -592,17 +592,18 @@ def consents_list(obj: Context, national_id, as_json):
 def consents_revoke(obj: Context, national_id, client_id, as_json):
     """Withdraw a citizen's grant to one service (it asks again at the next sign-in)."""
     from ..platform.audit import record
-    from ..platform.database import db as database
+    from ..protocol.agencies import ClientNotFound, get_client
     from ..protocol.consent import withdraw
-    from ..protocol.models import Client
 
     with obj.app.app_context():
-        citizen = _citizen_by_national_id(national_id)
-        if database.session.execute(database.select(Client.id).filter_by(client_id=client_id)).first() is None:
-            raise click.ClickException(f"no client {client_id!r}")
+        nid, citizen = _citizen_by_national_id(national_id)
+        try:
+            get_client(client_id)
+        except ClientNotFound:
+            raise click.ClickException(f"no client {client_id!r}") from None
         if not withdraw(citizen.id, client_id):
             raise click.ClickException(f"this citizen has no consent for client {client_id!r}")
-        record("consent_withdrawn", national_id=citizen.national_id, client_id=client_id, via="cli")
+        record("consent_withdrawn", national_id=nid, client_id=client_id, via="cli")
     emit({"client_id": client_id, "withdrawn": True}, as_json, f"consent for {client_id} withdrawn")
 
 
@@ -620,9 +621,8 @@ def sessions():
 def sessions_revoke(obj: Context, national_id, as_json):
     """Log a citizen out everywhere: every live SSO session ends and the agencies that took part
     are told by back-channel logout (queued; the running servers deliver them)."""
-    from ..citizens.models import Citizen
+    from ..citizens import directory
     from ..citizens.national_id import mask_national_id, parse_national_id
-    from ..platform.database import db as database
     from ..protocol import logout as logout_mod
 
     if obj.settings.store.url == "memory://":
@@ -633,11 +633,11 @@ def sessions_revoke(obj: Context, national_id, as_json):
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--national-id") from None
     with obj.app.app_context():
-        citizen = database.session.execute(database.select(Citizen).filter_by(national_id=nid)).scalar_one_or_none()
-        if citizen is None:
+        registered = directory.find(nid)
+        if registered is None:
             click.echo(f"idp: no citizen with national ID {mask_national_id(nid)}", err=True)
             sys.exit(1)
-        ended, queued = logout_mod.logout_everywhere(citizen.id, "operator")
+        ended, queued = logout_mod.logout_everywhere(registered.citizen.id, "operator")
     data = {"national_id": mask_national_id(nid), "sessions_ended": ended, "backchannel_queued": queued}
     emit(data, as_json, f"ended {ended} session(s) of {data['national_id']}; "
                         f"{queued} back-channel logout(s) queued")
@@ -653,10 +653,10 @@ def logout():
 @pass_ctx
 def logout_deliver(obj: Context, as_json):
     """Deliver the due back-channel logouts once (for cron; the servers also do it themselves)."""
-    from ..protocol import logout as logout_mod
+    from ..protocol import backchannel
 
     with obj.app.app_context():
-        result = logout_mod.sweep(limit=10_000)
+        result = backchannel.sweep(limit=10_000)
     data = result.as_dict()
     emit(data, as_json, f"due {data['due']}, delivered {data['delivered']}, retrying later {data['retrying']}, "
                         f"given up {data['given_up']}")

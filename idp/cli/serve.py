@@ -101,7 +101,7 @@ def run_production(settings: Settings) -> None:
     """Build the app once, then fork ``[server] workers`` granian workers that serve it."""
     from .. import create_app
     from ..platform.metrics import forget_dead_workers, prepare_multiprocess
-    from ..protocol.logout import ensure_worker
+    from ..protocol.backchannel import ensure_worker
 
     refuse_development_settings(settings)
     server = settings.server

@@ -22,9 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import after_this_request, current_app
 
-from ..platform import metrics
+from ..citizens.national_id import mask_mobile
+from ..platform import audit, metrics
 from ..platform.settings import settings
 from ..platform.store import Window, store
+from . import totp
 from .sms import SmsError, message_text
 
 log = logging.getLogger("idp.otp")
@@ -92,9 +94,6 @@ def _note_health(st, ok: bool) -> None:
 def _deliver(app, challenge_id: str, send_id: str, to: str, code: str, text: str) -> None:
     """In a sender thread: send, then record the outcome on the challenge, unless a newer code
     was queued meanwhile (a late failure must not hide a resend that worked)."""
-    from ..citizens.national_id import mask_mobile
-    from ..platform import audit
-
     st = app.extensions["idp.store"]
     state = "sent"
     try:
@@ -224,10 +223,6 @@ def verify(challenge_id: str, code: str) -> tuple[int, str]:
 
     The attempt is counted before the comparison, so parallel guesses each use up a try.
     """
-    from ..citizens.models import Citizen
-    from ..platform.database import db
-    from . import totp
-
     limit = settings.login.otp_attempts
     challenge = store.get_challenge(challenge_id)
     if challenge is None:
@@ -241,8 +236,7 @@ def verify(challenge_id: str, code: str) -> tuple[int, str]:
     method = challenge.get("kind", "sms")
     if method == "totp":
         if challenge["totp"]:
-            citizen = db.session.get(Citizen, int(challenge["citizen_id"]))
-            ok = citizen is not None and totp.check(citizen, code)
+            ok = totp.check(int(challenge["citizen_id"]), code)
         else:
             ok = totp.check_without_app(code)  # the same work, so the time tells nothing
     else:

@@ -13,10 +13,8 @@ import time
 import pyotp
 import segno
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import or_, update
 
-from ..citizens.models import Citizen
-from ..platform.database import db
+from ..citizens import authenticators
 from ..platform.settings import settings
 from ..platform.store import store
 
@@ -73,17 +71,7 @@ def _matching_step(secret: str, code: str, at: float | None = None) -> int | Non
     return found
 
 
-def _claim_step(citizen_id: int, step: int) -> bool:
-    """Record a step as used; False when it (or a later one) was already used."""
-    result = db.session.execute(update(Citizen)
-                                .where(Citizen.id == citizen_id,
-                                       or_(Citizen.totp_last_step.is_(None), Citizen.totp_last_step < step))
-                                .values(totp_last_step=step))
-    db.session.commit()
-    return result.rowcount == 1
-
-
-def confirm_enrolment(sid: str, citizen: Citizen, code: str) -> bool:
+def confirm_enrolment(sid: str, citizen_id: int, code: str) -> bool:
     """Enrol the pending secret when the first code is right (that code is then used up)."""
     secret = pending_secret(sid)
     if secret is None:
@@ -91,28 +79,30 @@ def confirm_enrolment(sid: str, citizen: Citizen, code: str) -> bool:
     step = _matching_step(secret, code)
     if step is None:
         return False
-    citizen.totp_secret = _fernet().encrypt(secret.encode()).decode()
-    citizen.totp_last_step = step
-    db.session.commit()
+    authenticators.enrol(citizen_id, _fernet().encrypt(secret.encode()).decode(), step)
     store.delete_pending_totp(sid)
     return True
 
 
-def is_enrolled(citizen: Citizen) -> bool:
+def is_enrolled(citizen_id: int) -> bool:
     """Whether the citizen has an authenticator app."""
-    return bool(citizen.totp_secret)
+    return authenticators.secret(citizen_id) is not None
 
 
-def check(citizen: Citizen, code: str) -> bool:
+def check(citizen_id: int, code: str) -> bool:
     """A login code from the app: right, in the window, and not used before."""
-    if not citizen.totp_secret:
+    return _check_secret(authenticators.secret(citizen_id), citizen_id, code)
+
+
+def _check_secret(encrypted: str | None, citizen_id: int, code: str) -> bool:
+    if not encrypted:
         return False
     try:
-        secret = _fernet().decrypt(citizen.totp_secret.encode()).decode()
+        secret = _fernet().decrypt(encrypted.encode()).decode()
     except InvalidToken:
         return False
     step = _matching_step(secret, code)
-    return step is not None and _claim_step(citizen.id, step)
+    return step is not None and authenticators.claim_step(citizen_id, step)
 
 
 _STAND_IN: dict[bytes, str] = {}
@@ -123,7 +113,7 @@ def check_without_app(code: str) -> bool:
     computed) for a challenge that cannot succeed: an app code asked for a pair that is not
     registered or has no app. A wrong app code then takes as long whether or not the pair has an
     app, so the time of the answer does not tell a stranger who knows the pair. Always False."""
-    db.session.get(Citizen, 0)  # ids start at 1: the same SELECT, no row
+    authenticators.secret(0)  # ids start at 1: the same SELECT, no row
     key = settings.derived_fernet_key("totp-secret")
     token = _STAND_IN.get(key)
     if token is None:
@@ -132,11 +122,9 @@ def check_without_app(code: str) -> bool:
     return False
 
 
-def remove(citizen: Citizen) -> None:
+def remove(citizen_id: int) -> None:
     """Forget the citizen's authenticator app."""
-    citizen.totp_secret = None
-    citizen.totp_last_step = None
-    db.session.commit()
+    authenticators.remove(citizen_id)
 
 
 def account_label(national_id: str) -> str:

@@ -82,6 +82,11 @@ def record(event: str, *, national_id: str | None = None, subject_fp: str | None
     log.info("audit %s client=%s subject=%s %s", event, client_id, subject_fp, details)
 
 
+def commit() -> None:
+    """Commit audit events recorded with ``commit=False`` that no later commit took along."""
+    db.session.commit()
+
+
 def latest(count: int, event: str | None = None) -> list[dict[str, Any]]:
     """The newest ``count`` audit events (optionally of one kind), oldest first."""
     query = db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(count)

@@ -12,6 +12,7 @@ import logging
 import redis
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import Response, render_template, request
+from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -163,8 +164,6 @@ def init_app(app) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        from flask.globals import request_ctx
-
         if request_ctx.url_adapter is None:
             # The request could not even be routed (e.g. an unusable Host header): no page
             # can be built, so a plain answer.

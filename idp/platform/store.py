@@ -70,15 +70,11 @@ class Window:
     period: int
 
 
-class StoreUnavailable(Exception):
-    """The store cannot be reached; the request fails cleanly with 503."""
-
-
 def connect(url: str) -> redis.Redis:
     """A redis-py client for ``redis://...`` or the process-wide in-memory server for ``memory://``."""
     global _memory_server
     if url == "memory://":
-        import fakeredis
+        import fakeredis  # only the embedded default needs it: production nodes never load it
 
         with _memory_lock:
             if _memory_server is None:

@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 import redis
 
 from ..platform.database import db, utcnow
-from ..platform.settings import is_loopback
+from ..platform.settings import is_loopback, settings
+from .client_auth import ClientKeysError, public_key_set
+from .clients import clients_changed
 from .models import SECRET_METHODS, Client, hash_client_secret
 
 log = logging.getLogger(__name__)
@@ -31,16 +33,12 @@ class ClientNotFound(InvalidClientMetadata):
 
 def _announce_change() -> None:
     """Renew the clients version so that every node reads the changed client again at once."""
-    from ..platform.settings import settings
-    from ..platform.store import StoreUnavailable
-    from .oauth import clients_changed
-
     if settings.store.url == "memory://" and not settings.database.url.startswith("sqlite"):
         log.warning("this process has no shared store (store.url = memory://): providers that use "
                     "Redis see this client change within %d seconds", 300)
     try:
         clients_changed()
-    except (redis.RedisError, StoreUnavailable) as exc:
+    except redis.RedisError as exc:
         log.warning("the store is unreachable (%s): running providers see this client change "
                     "within %d seconds", exc, 300)
 
@@ -77,8 +75,6 @@ def validate_sector(sector: str) -> str:
 
 def load_public_jwks(jwks: Any) -> dict[str, Any]:
     """A client's public JWKS as registered: RSA or P-256 keys, no private or symmetric key."""
-    from .client_auth import ClientKeysError, public_key_set
-
     try:
         keys = public_key_set(jwks)
     except ClientKeysError as exc:

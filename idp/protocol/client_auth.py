@@ -35,6 +35,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from ..platform.settings import settings
 from ..platform.store import store
+from .discovery import endpoint
 
 log = logging.getLogger("idp.client_auth")
 
@@ -249,11 +250,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def get_audiences(self) -> list[str]:
         """RFC 7523 §3: our token endpoint URL, or our issuer identifier; and, since clients such
         as Authlib's put the URL they post to there, our revocation and introspection endpoints."""
-        from .oauth import discovery_document
-
-        doc = discovery_document()
-        endpoints = ("token_endpoint", "revocation_endpoint", "introspection_endpoint")
-        return [doc[name] for name in endpoints if doc.get(name)] + [settings.server.issuer]
+        return [endpoint("/token"), endpoint("/revoke"), endpoint("/introspect"), settings.server.issuer]
 
     def verify_claims(self, claims: dict[str, Any]) -> None:
         """iss == sub == client_id, aud, exp (soon), nbf/iat, then the jti, once."""

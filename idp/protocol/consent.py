@@ -11,9 +11,10 @@ with ``idp consents list|revoke``.
 identifier for the person (the pairwise ``sub``, which every token carries), so a non-trusted
 client asks for it too. Every consent therefore covers ``openid``.
 
-The page answers a paused authorization request ("interaction", see sessions.py): the
-decision is written into it as ``interaction["consent"] = "granted" | "denied"`` and the
-browser goes back to ``/authorize/resume``, which issues the code or answers access_denied.
+The page answers a paused authorization request (interaction.py): the decision is written into
+it (``consent = "granted" | "denied"``) and the browser goes back to ``/authorize/resume``,
+which issues the code or answers access_denied. Whether to ask at all is decided by
+:func:`needs_consent` alone (protocol.authorize asks it).
 """
 from __future__ import annotations
 
@@ -24,14 +25,16 @@ from typing import Any, Iterable
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
-from ..citizens.models import Citizen
+from ..citizens import directory
 from ..platform import audit
 from ..platform.database import db, utcnow
 from ..platform.errors import InteractionGone
 from ..platform.i18n import current_lang, t, use_ui_locales
 from ..platform.settings import settings
-from . import sessions
+from . import clients, interaction, sessions
+from .interaction import Interaction
 from .models import Client, Consent, RefreshToken
+from .sessions import Session
 
 bp = Blueprint("consent", __name__, url_prefix="/consent")
 
@@ -164,49 +167,47 @@ def describe(scope: str) -> str:
 
 # ---- the page ----------------------------------------------------------------------------------
 
-def _paused(rid: str | None) -> tuple[dict[str, Any], Citizen, Client]:
+def _paused(rid: str | None) -> tuple[Interaction, Session, Client]:
     """The paused request of this browser and signed-in citizen, or the 'start again' page."""
-    interaction = sessions.get_interaction(rid)
-    session = sessions.current_session()
-    if (not interaction or not session or interaction.get("return_to")
-            or not interaction.get("sid") or interaction["sid"] != session["sid"]):
+    paused = interaction.load(rid)
+    session = sessions.current()
+    if paused is None or session is None or paused.is_account_visit or paused.sid != session.sid:
         raise InteractionGone()
-    use_ui_locales(dict(interaction["args"]).get("ui_locales"))
-    client = db.session.execute(db.select(Client).filter_by(client_id=interaction["client_id"])).scalar_one_or_none()
-    citizen = db.session.get(Citizen, session["citizen_id"])
-    if client is None or not client.is_enabled or citizen is None:
+    use_ui_locales(paused.ui_locales)
+    client = clients.find(paused.client_id)
+    if client is None:
         raise InteractionGone()
-    return interaction, citizen, client
+    return paused, session, client
 
 
 @bp.get("")
 def page():
     """List what the service asks for (new items marked) with Allow / Don't allow."""
-    rid = request.args.get("r")
-    interaction, citizen, client = _paused(rid)
-    wanted = requested_scopes(client, dict(interaction["args"]).get("scope"))
-    before = set(granted_scopes(citizen.id, client.client_id))
+    paused, session, client = _paused(request.args.get("r"))
+    wanted = requested_scopes(client, paused.scope)
+    before = set(granted_scopes(session.citizen.id, client.client_id))
     items = [{"scope": s, "text": describe(s), "new": bool(before) and s not in before} for s in wanted]
-    name = client.name_fa if current_lang() == "fa" and client.name_fa else client.name
-    return render_template("consent.html", rid=rid, client_name=name, items=items, asked_before=bool(before))
+    return render_template("consent.html", rid=paused.id, client_name=clients.display_name(client, current_lang()),
+                           items=items, asked_before=bool(before))
 
 
 @bp.post("")
 def decide():
     """Record the answer in the interaction and go back to /authorize/resume."""
-    rid = request.args.get("r")
-    interaction, citizen, client = _paused(rid)
+    paused, session, client = _paused(request.args.get("r"))
     decision = request.form.get("decision")
     if decision not in ("approve", "deny"):
         abort(400)
+    person = directory.profile(session.citizen.id)
+    national_id = person.national_id if person else None
     if decision == "approve":
-        scope = " ".join(requested_scopes(client, dict(interaction["args"]).get("scope")))
-        grant(citizen.id, client.client_id, scope)
-        interaction["consent"] = "granted"
-        audit.record("consent_granted", national_id=citizen.national_id, client_id=client.client_id, scope=scope)
+        scope = " ".join(requested_scopes(client, paused.scope))
+        grant(session.citizen.id, client.client_id, scope)
+        paused.consent = "granted"
+        audit.record("consent_granted", national_id=national_id, client_id=client.client_id, scope=scope)
     else:
-        interaction["consent"] = "denied"
-        audit.record("consent_denied", national_id=citizen.national_id, client_id=client.client_id)
-    if not sessions.update_interaction(rid, interaction):
+        paused.consent = "denied"
+        audit.record("consent_denied", national_id=national_id, client_id=client.client_id)
+    if not interaction.save(paused):
         raise InteractionGone()
-    return redirect(url_for("oidc.resume", r=rid), code=303)
+    return redirect(url_for("authorize.resume", r=paused.id), code=303)

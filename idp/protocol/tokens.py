@@ -26,6 +26,15 @@ from ..platform.store import store
 from .models import Client, RefreshToken
 
 
+class Reused(InvalidGrantError):
+    """A rotated refresh token came back after the grace window (RFC 9700 §4.14.2): its family
+    is revoked, and the caller ends the session ``sid`` it was issued within."""
+
+    def __init__(self, sid: str):
+        super().__init__("The refresh token was already used.")
+        self.sid = sid
+
+
 def hash_token(token: str) -> str:
     """The stored form of a refresh token."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -67,7 +76,7 @@ def claim(token: str, client: Client) -> RefreshToken | None:
     (an error, the database gone) leaves the presented token as it was, and a parallel refresh
     of the same token waits for the row and then finds it claimed.
 
-    Raises InvalidGrantError (after revoking the family) when a rotated token is reused.
+    Raises Reused (after revoking the family) when a rotated token comes back late.
     """
     if not isinstance(token, str) or len(token) > 256:
         return None
@@ -94,10 +103,12 @@ def claim(token: str, client: Client) -> RefreshToken | None:
     if (now - row.rotated_at).total_seconds() <= settings.tokens.refresh_grace_seconds:
         raise InvalidGrantError("The refresh token was just used; use the new one.")
     revoke_family(row.family_id, reason="refresh_token_reused")
-    from .logout import end_session_by_sid
+    raise Reused(row.sid)
 
-    end_session_by_sid(row.sid, reason="refresh_token_reused")  # agencies are told, back-channel
-    raise InvalidGrantError("The refresh token was already used.")
+
+def keep_claim() -> None:
+    """Commit a claim (``claim``) whose successor is not saved: the grant gave no new refresh token."""
+    db.session.commit()
 
 
 def revoke_family(family_id: str, reason: str = "revoked") -> int:
@@ -110,12 +121,13 @@ def revoke_family(family_id: str, reason: str = "revoked") -> int:
     return result.rowcount
 
 
-def revoke_session(sid: str) -> int:
+def revoke_session(sid: str, commit: bool = True) -> int:
     """Revoke the refresh tokens issued within an SSO session (logout)."""
     result = db.session.execute(update(RefreshToken)
                                 .where(RefreshToken.sid == sid, RefreshToken.revoked_at.is_(None))
                                 .values(revoked_at=utcnow()))
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return result.rowcount
 
 

@@ -3,7 +3,7 @@
 Every authorization request the provider pauses is bound to the browser by a cookie. Without a
 bound, 170 popups left that many cookies (15 minutes each): the Cookie header passed 8 KiB and
 every request of that browser was refused (431) until they expired. The provider keeps at most
-``sessions.MAX_FLOWS`` of them, replacing the oldest; after the attack the same browser still
+``interaction.MAX_FLOWS`` of them, replacing the oldest; after the attack the same browser still
 signs in, and two logins in two tabs still both complete.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from idp.protocol import sessions
+from idp.protocol import interaction
 
 from ..helpers import mobile_e164, pkce_pair
 
@@ -77,7 +77,7 @@ def add_client(provider, agency_site: str, name: str) -> tuple[str, str]:
 
 
 def flow_cookies(context, provider) -> list[dict]:
-    return [c for c in context.cookies(provider.url) if c["name"].startswith(sessions.FLOW_COOKIE_PREFIX)]
+    return [c for c in context.cookies(provider.url) if c["name"].startswith(interaction.FLOW_COOKIE_PREFIX)]
 
 
 def cookie_header_of_next_request(page, url: str) -> str:
@@ -120,7 +120,7 @@ def test_popups_to_authorize_leave_a_few_flow_cookies_and_the_browser_still_sign
         popup.close()
 
     cookies = flow_cookies(context, provider)
-    assert len(cookies) <= sessions.MAX_FLOWS, f"{len(cookies)} flow cookies after {POPUPS} popups"
+    assert len(cookies) <= interaction.MAX_FLOWS, f"{len(cookies)} flow cookies after {POPUPS} popups"
     header = cookie_header_of_next_request(page, provider.url + "/")
     assert len(header) <= SMALL_COOKIE_HEADER, f"a Cookie header of {len(header)} bytes"
 
@@ -149,7 +149,7 @@ def test_popups_to_authorize_leave_a_few_flow_cookies_and_the_browser_still_sign
     for n, tab in enumerate(tabs):
         answer = parse_qs(urlsplit(tab.url).query)
         assert answer["state"] == [f"tab-{n}"] and answer.get("code"), tab.url
-    assert len(flow_cookies(context, provider)) <= sessions.MAX_FLOWS
+    assert len(flow_cookies(context, provider)) <= interaction.MAX_FLOWS
 
 
 def test_one_flow_more_than_the_bound_replaces_the_oldest(new_context, provider, agency_site):
@@ -158,12 +158,12 @@ def test_one_flow_more_than_the_bound_replaces_the_oldest(new_context, provider,
     context = new_context()
     client_id, redirect_uri = add_client(provider, agency_site, "Tabs agency")
     tabs = []
-    for n in range(sessions.MAX_FLOWS + 1):
+    for n in range(interaction.MAX_FLOWS + 1):
         tab = context.new_page()
         tab.goto(authorize_url(provider, client_id, redirect_uri, f"tab-{n}"))
         tab.wait_for_selector("input[name=national_id]")
         tabs.append(tab)
-    assert len(flow_cookies(context, provider)) == sessions.MAX_FLOWS
+    assert len(flow_cookies(context, provider)) == interaction.MAX_FLOWS
 
     oldest, newest = tabs[0], tabs[-1]
     oldest.reload()
@@ -171,4 +171,4 @@ def test_one_flow_more_than_the_bound_replaces_the_oldest(new_context, provider,
     assert "interaction_expired" in oldest.inner_text(".code-ref")
     sign_in(newest, provider, *provider.add_citizen())
     newest.wait_for_url(lambda url: url.startswith(redirect_uri + "?"))
-    assert parse_qs(urlsplit(newest.url).query)["state"] == [f"tab-{sessions.MAX_FLOWS}"]
+    assert parse_qs(urlsplit(newest.url).query)["state"] == [f"tab-{interaction.MAX_FLOWS}"]

@@ -29,9 +29,9 @@ def interop_provider(tmp_path_factory, redis_url):
     live = start_provider(tmp, f"sqlite:///{tmp / 'idp.sqlite3'}", redis_url, limits=GENEROUS_IP_LIMITS)
     yield live
     try:
-        from idp.protocol import logout
+        from idp.protocol import backchannel
 
-        logout.stop_worker(live.app)
+        backchannel.stop_worker(live.app)
     except (ImportError, AttributeError):  # a build without back-channel logout
         pass
     live.stop()

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..platform import audit, metrics
-from ..platform.settings import parse_rate, settings
-from ..platform.store import Window, store
+from . import audit, metrics
+from .settings import parse_rate, settings
+from .store import Window, store
 
 
 class RateLimited(Exception):
