@@ -1,0 +1,156 @@
+"""The protocol's records: paused authorization requests, SSO sessions, authorization codes,
+used nonces and client assertions, revoked access tokens, the clients version."""
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from .base import StoreBase, sha
+
+
+class ProtocolRecords(StoreBase):
+    # ---- paused authorization requests ------------------------------------------------------
+    def put_pending(self, request_id: str, payload: dict[str, Any], ttl: int) -> None:
+        """Keep an authorization request while the person logs in."""
+        self._put(self._k("req", request_id), payload, ttl)
+
+    def get_pending(self, request_id: str) -> dict[str, Any] | None:
+        """The paused request, or None when it expired or never existed."""
+        return self._get(self._k("req", request_id))
+
+    def update_pending(self, request_id: str, payload: dict[str, Any]) -> bool:
+        """Rewrite a paused request, keeping its remaining lifetime (False if it is gone).
+
+        One round trip: SET ... XX KEEPTTL writes only an existing key and keeps its TTL."""
+        key = self._k("req", request_id)
+        return bool(self.redis.set(key, json.dumps(payload, separators=(",", ":")), xx=True, keepttl=True))
+
+    def delete_pending(self, request_id: str) -> None:
+        """Forget a paused request once it is answered."""
+        self.redis.delete(self._k("req", request_id))
+
+    # ---- single sign-on sessions ------------------------------------------------------------
+    @staticmethod
+    def session_id(cookie: str) -> str:
+        """What a session is known by in the store: a hash of its cookie, as codes and refresh
+        tokens are stored hashed, so reading the store gives no one a session to present."""
+        return sha(cookie)
+
+    def put_session(self, sid: str, payload: dict[str, Any], ttl: int) -> None:
+        """Create an SSO session, the lookup from its public id (``psid``), and its place in its
+        citizen's set (which lives as long as the citizen's newest session): one round trip."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._k("sess", sid), json.dumps(payload, separators=(",", ":")), ex=ttl)
+        if payload.get("psid"):
+            pipe.set(self._k("psid", payload["psid"]), sid, ex=ttl)
+        index = self._k("sess-of", str(payload["citizen_id"]))
+        pipe.sadd(index, sid)
+        pipe.expire(index, ttl)
+        pipe.execute()
+
+    def session_by_public_id(self, psid: str) -> dict[str, Any] | None:
+        """The live session whose public id (the `sid` claim agencies see) this is, or None."""
+        if not isinstance(psid, str) or not psid or len(psid) > 64:
+            return None
+        sid = self.redis.get(self._k("psid", psid))
+        return self.get_session(sid) if sid else None
+
+    def get_session(self, sid: str) -> dict[str, Any] | None:
+        """A live SSO session, or None."""
+        return self._get(self._k("sess", sid))
+
+    def add_session_client(self, sid: str, client_id: str) -> None:
+        """Remember that a client took part in a session (for logout), keeping its TTL."""
+        key = self._k("sess", sid)
+        session = self._get(key)
+        if session is None or client_id in session.get("clients", []):
+            return
+        session.setdefault("clients", []).append(client_id)
+        # XX KEEPTTL: only while the session lives, with its remaining lifetime (one round trip)
+        self.redis.set(key, json.dumps(session, separators=(",", ":")), xx=True, keepttl=True)
+
+    def delete_session(self, sid: str) -> None:
+        """Delete an SSO session replaced by a new login in the same browser (its tokens stay
+        valid; a logout goes through logout.end_session instead)."""
+        session = self.get_session(sid)
+        keys = [self._k("sess", sid)] + ([self._k("psid", session["psid"])] if session and session.get("psid") else [])
+        self.redis.delete(*keys)
+
+    # ---- a citizen's sessions (for logging a citizen out everywhere) ------------------------
+    def citizen_session_ids(self, citizen_id: int) -> list[str]:
+        """The ids of a citizen's sessions (some may have ended already)."""
+        return sorted(self.redis.smembers(self._k("sess-of", str(citizen_id))))
+
+    def end_sessions(self, citizen_id: int, sids: list[str], psids: list[str] = ()) -> None:
+        """Delete SSO sessions and drop them from their citizen's set, in one round trip; the
+        access tokens issued within them (which carry the public ids) are refused from now on."""
+        if not sids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(*[self._k("sess", sid) for sid in sids])
+        pipe.srem(self._k("sess-of", str(citizen_id)), *sids)
+        for psid in psids:
+            pipe.delete(self._k("psid", psid))
+            pipe.set(self._k("sess-ended", psid), "1", ex=86400)
+        pipe.execute()
+
+    # ---- authorization codes ----------------------------------------------------------------
+    def put_code(self, code: str, payload: dict[str, Any], ttl: int, nonce_ttl: int) -> None:
+        """Save a code's grant; its nonce (if any) is recorded as used in the same round trip."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._k("code", sha(code)), json.dumps(payload, separators=(",", ":")), ex=ttl)
+        if payload.get("nonce"):
+            pipe.set(self._nonce_key(payload["client_id"], payload["nonce"]), "1", ex=nonce_ttl)
+        pipe.execute()
+
+    def consume_code(self, code: str, used_ttl: int) -> tuple[dict[str, Any] | None, bool]:
+        """Redeem a code exactly once (atomic GETDEL); returns (grant, replayed).
+
+        A redeemed code leaves a marker, so that a second redemption is told apart from a
+        code that never existed (RFC 6749 §4.1.2: a replay should revoke what it issued).
+        """
+        h = sha(code)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.getdel(self._k("code", h))
+        pipe.exists(self._k("code-used", h))
+        raw, used = pipe.execute()
+        if raw is None:
+            return None, bool(used)
+        self.redis.set(self._k("code-used", h), "1", ex=used_ttl)
+        return json.loads(raw), False
+
+    # ---- nonces -----------------------------------------------------------------------------
+    def _nonce_key(self, client_id: str, nonce: str) -> str:
+        return self._k("nonce", client_id, sha(nonce))
+
+    def nonce_used(self, client_id: str, nonce: str) -> bool:
+        """Whether a nonce was already bound to a code for this client."""
+        return bool(self.redis.exists(self._nonce_key(client_id, nonce)))
+
+    # ---- access token revocation ------------------------------------------------------------
+    def revoke_access_token(self, jti: str, ttl: int) -> None:
+        """Refuse a JWT access token until it would have expired anyway."""
+        self.redis.set(self._k("revoked-at", jti), "1", ex=max(ttl, 1))
+
+    def access_token_revoked(self, jti: str, sid: str | None = None) -> bool:
+        """Whether an access token was revoked, or its session ended (one round trip)."""
+        keys = [self._k("revoked-at", jti)] + ([self._k("sess-ended", sid)] if sid else [])
+        return bool(self.redis.exists(*keys))
+
+    # ---- client assertions (private_key_jwt) ------------------------------------------------
+    def use_client_assertion(self, client_id: str, jti: str, ttl: int) -> bool:
+        """Mark an assertion's jti used (atomic SET NX) until the assertion expires; True for
+        exactly one caller, so an assertion is single use (RFC 7523 §3 item 7)."""
+        return bool(self.redis.set(self._k("jti", client_id, sha(jti)), "1", ex=max(int(ttl), 1), nx=True))
+
+    # ---- registered clients: the version every process's client cache is checked against ----
+    def clients_version(self) -> str | None:
+        """The current version of the registered clients (None before the first change)."""
+        return self.redis.get(self._k("clients", "version"))
+
+    def new_clients_version(self, ttl: int = 7 * 86400) -> None:
+        """Announce that a client changed: a fresh random value, so that every cached copy made
+        under any earlier value (or under none, after this key expired) is read again."""
+        self.redis.set(self._k("clients", "version"), secrets.token_urlsafe(12), ex=ttl)
+
