@@ -14,11 +14,11 @@ from ..platform.database import db, utcnow
 from ..platform.settings import is_loopback, settings
 from .client_auth import ClientKeysError, public_key_set
 from .clients import clients_changed
+from .discovery import AUTH_METHODS
 from .models import SECRET_METHODS, Client, hash_client_secret
 
 log = logging.getLogger(__name__)
 
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SUBJECT_TYPES = ("pairwise", "public")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
