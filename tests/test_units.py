@@ -124,6 +124,15 @@ def test_secrets_are_masked_and_derived_keys_differ():
     assert s.derived_key("a") != s.derived_key("b") and len(s.derived_key("a")) == 32
 
 
+def test_derived_keys_keep_their_bytes():
+    """Every pairwise subject, fingerprint and session key is derived from the master secret: the
+    derivation (HKDF-SHA256, salt ``idp-hkdf-salt-v1``, info = purpose) must never change its
+    output. The value below was computed by the first, hand-written HKDF."""
+    s = load_settings(None, env={}, overrides={"server": {"secret_key": "x" * 40}})
+    assert s.derived_key("pairwise-sub").hex() == "784dd7accf86670f8ac08840e4d3fb868347736ba3d227034ea76d4de2f17785"
+    assert s.derived_key("pairwise-sub", 16) == s.derived_key("pairwise-sub")[:16]
+
+
 def test_idp_serve_listens_where_bind_says():
     from pathlib import Path
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
+from ..platform.digits import ascii_digits
+
 # Separators people paste or type inside numbers: spaces (incl. no-break and zero-width),
 # hyphens, dots, parentheses, and bidi marks that phones insert around digits.
 _SEPARATORS = re.compile(r"[\s\-\.\(\)\u200c\u200d\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -25,7 +26,7 @@ class InvalidMobile(ValueError):
 
 def normalize_digits(text: str) -> str:
     """Persian and Arabic-Indic digits -> ASCII digits; separators removed."""
-    return _SEPARATORS.sub("", text.translate(_DIGITS))
+    return _SEPARATORS.sub("", ascii_digits(text))
 
 
 def check_digit(first_nine: str) -> int:

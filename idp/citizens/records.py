@@ -14,6 +14,7 @@ from sqlalchemy import or_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..platform.database import db
+from ..platform.digits import ascii_digits
 from .models import CitizenRow
 from .national_id import InvalidMobile, InvalidNationalId, parse_mobile, parse_national_id
 
@@ -34,7 +35,6 @@ COPY_CHUNK = 2000  # rows per COPY write on PostgreSQL
 KEEP_REJECTIONS = 1000  # rejections kept in memory (all of them go to the report file)
 JSON_SUFFIXES = (".jsonl", ".ndjson")
 
-_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 # C0/C1 control characters (a NUL or newline in a name is a broken export, and would break
 # COPY), and lone surrogates: bytes of the file that are not UTF-8 (read with surrogateescape).
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -104,7 +104,7 @@ def _birth_date(raw, latest: dt.date) -> str:
         raise InvalidCitizen("birth_date: must be YYYY-MM-DD")
     text = raw.strip()
     if not text.isascii():
-        text = text.translate(_DIGITS)
+        text = ascii_digits(text)
     if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.isascii():
         raise InvalidCitizen("birth_date: must be YYYY-MM-DD")
     try:

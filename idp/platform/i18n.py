@@ -12,11 +12,11 @@ import jdatetime
 from flask import g, request
 from markupsafe import Markup, escape
 
+from .digits import persian_digits
 from .settings import settings
 
 LANGS = ("fa", "en")
 LANG_COOKIE = "idp_lang"
-_TO_PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "title": {"fa": "درگاه ملی ورود", "en": "National sign-in"},
@@ -202,7 +202,7 @@ def use_ui_locales(ui_locales: str | None) -> None:
 def digits(text: object) -> str:
     """Digits in the script of the page's language."""
     text = str(text)
-    return text.translate(_TO_PERSIAN) if current_lang() == "fa" else text
+    return persian_digits(text) if current_lang() == "fa" else text
 
 
 def duration(seconds: int) -> str:

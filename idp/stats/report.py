@@ -46,6 +46,7 @@ from sqlalchemy import BigInteger, Column, MetaData, Table, and_, case, delete, 
 from ..citizens.counting import local_date, unique_adults
 from ..citizens.models import AuthEvent, Citizen, StatCounter
 from ..platform.database import db, utcnow
+from ..platform.digits import ascii_digits, persian_digits
 from ..platform.settings import settings
 from ..platform.store import store
 from ..protocol.models import Client
@@ -117,8 +118,6 @@ def month_key(start: dt.date, cal: str) -> str:
     return f"{start.year:04d}-{start.month:02d}"
 
 
-_FA_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
-_ANY_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 
 
 def day_labels(day: dt.date, cal: str) -> tuple[str, str]:
@@ -126,7 +125,7 @@ def day_labels(day: dt.date, cal: str) -> tuple[str, str]:
     if cal == JALALI:
         j = jdatetime.date.fromgregorian(date=day)
         return (f"{j.year:04d}-{j.month:02d}-{j.day:02d}",
-                f"{j.day} {jdatetime.date.j_months_fa[j.month - 1]} {j.year}".translate(_FA_DIGITS))
+                persian_digits(f"{j.day} {jdatetime.date.j_months_fa[j.month - 1]} {j.year}"))
     return day.isoformat(), day.strftime("%-d %B %Y")
 
 
@@ -135,13 +134,13 @@ def month_labels(start: dt.date, cal: str) -> tuple[str, str]:
     if cal == JALALI:
         j = jdatetime.date.fromgregorian(date=start)
         return (f"{jdatetime.date.j_months_en[j.month - 1]} {j.year}",
-                f"{jdatetime.date.j_months_fa[j.month - 1]} {j.year}".translate(_FA_DIGITS))
+                persian_digits(f"{jdatetime.date.j_months_fa[j.month - 1]} {j.year}"))
     return start.strftime("%B %Y"), start.strftime("%B %Y")
 
 
 def parse_day(text: str) -> dt.date:
     """YYYY-MM-DD, Gregorian, or Jalali when the year is before 1700 (1405-09-07); Persian digits too."""
-    value = text.strip().translate(_ANY_DIGITS).replace("/", "-")
+    value = ascii_digits(text.strip()).replace("/", "-")
     try:
         y, m, d = (int(x) for x in value.split("-"))
         if y < 1700:
