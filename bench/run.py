@@ -511,7 +511,7 @@ def start_profiler(p: Provider, name: str, args) -> list[subprocess.Popen]:
     speedscope) with a summary of the hottest functions in DIR/<server>-<workload>-top.txt."""
     if not args.profile or not isinstance(p, Ours):
         return []
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if not spy:
         raise SystemExit("bench: --profile needs py-spy (pip install -e '.[bench]')")
     out = Path(args.profile)
