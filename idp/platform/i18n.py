@@ -88,14 +88,20 @@ def use_ui_locales(ui_locales: str | None) -> None:
         if base in LANGS:
             if g.get("lang") != base:
                 g.lang = base
+                g.pop("_idp_catalogue", None)
                 refresh()  # Flask-Babel may have settled this request's locale already
             return
 
 
 def _catalogue():
-    """This request's catalogue (Flask-Babel's, cached per process and language)."""
-    current_lang()  # before Flask-Babel looks: it takes an empty ``g`` for "no request" (and no catalogue)
-    return get_translations()
+    """This request's catalogue: Flask-Babel's (read once per process and language), kept on ``g`` so that
+    the many messages of a page cost a dictionary look-up each, not Flask-Babel's locale resolution."""
+    try:
+        return g._idp_catalogue
+    except AttributeError:
+        current_lang()  # before Flask-Babel looks: it takes an empty ``g`` for "no request" (and no catalogue)
+        g._idp_catalogue = get_translations()
+        return g._idp_catalogue
 
 
 def digits(text: object) -> str:
