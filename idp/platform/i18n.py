@@ -15,7 +15,7 @@ client=...)`` as before); fixing an English typo does not orphan the Persian tra
 messages that read the same in English today ("National sign-in" as a title and as a heading) can
 still read differently in Persian tomorrow; and a message missing from a catalogue shows its key,
 which a test catches, rather than silently English text on a Persian page. Values are put in with
-``{name}`` (``str.format``), as before: ``#, python-brace-format`` in the catalogues.
+``{name}`` (``str.format``), as before; a test checks that both languages have the same fields.
 
 Catalogues are read once per process and language (Flask-Babel caches them); a request costs a
 dictionary look-up per message.
