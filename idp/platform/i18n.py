@@ -5,8 +5,9 @@ authorization request, then the configured default; :func:`current_lang` is Flas
 selector.
 
 The page text is in gettext catalogues, ``idp/translations/<lang>/LC_MESSAGES/messages.po``
-(compiled to ``messages.mo`` beside it, committed; a test fails when a ``.mo`` is older than its
-``.po``), so that translators work with pybabel, Poedit or Weblate (see the README).
+(compiled to ``messages.mo`` beside it and committed, so a fresh clone needs no build step;
+tests/test_translations.py fails when a ``.mo`` says other than its ``.po``), so that translators
+work with pybabel, Poedit or Weblate (see the README).
 
 Messages are looked up by **key**: the msgid is a key such as ``identify.heading``, the English
 catalogue holds the English text and the Persian one the Persian. Keys rather than English text
