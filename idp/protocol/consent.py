@@ -29,7 +29,7 @@ from ..citizens import directory
 from ..platform import audit
 from ..platform.database import db, utcnow
 from ..platform.errors import InteractionGone
-from ..platform.i18n import current_lang, t, use_ui_locales
+from ..platform.i18n import N_, current_lang, t, use_ui_locales
 from ..platform.settings import settings
 from . import clients, interaction, sessions
 from .interaction import Interaction
@@ -160,9 +160,14 @@ def describe(scope: str) -> str:
     """What a scope releases, in words, in the page's language."""
     if scope == "age":
         return t("consent.claim.age", age=settings.stats.adult_age)
-    if scope in KNOWN_SCOPES:
-        return t("consent.claim." + scope)
+    if scope in _CLAIM_KEYS:
+        return t(_CLAIM_KEYS[scope])
     return scope
+
+
+#: The words for each scope on the consent page, marked so that pybabel extract finds the keys.
+_CLAIM_KEYS = {"openid": N_("consent.claim.openid"), "profile": N_("consent.claim.profile"),
+               "phone": N_("consent.claim.phone"), "national_id": N_("consent.claim.national_id")}
 
 
 # ---- the page ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What the page templates print, without a browser: Jalali dates, digits, waits and isolation.
 
-These sit beside the browser tests because they test the same templates' helpers (idp/i18n.py).
+These sit beside the browser tests because they test the same templates' helpers (idp/platform/i18n.py);
+the catalogues themselves are tested in tests/test_translations.py.
 """
 from __future__ import annotations
 
@@ -45,15 +46,6 @@ def test_values_in_messages_get_persian_digits_and_stay_escaped(render):
     html = render("{{ t('identify.heading', client=isolate(c)) }}", "en", c="Tax & <Customs>")
     assert html == "Sign in to <bdi>Tax &amp; &lt;Customs&gt;</bdi>"
     assert render("{{ t('error.otp_invalid', remaining=4) }}", "fa").count("۴") == 1
-
-
-def test_every_message_exists_in_both_languages_with_the_same_fields():
-    import string
-
-    for key, texts in i18n.MESSAGES.items():
-        assert set(texts) == {"fa", "en"}, key
-        fields = [{f for _, f, _, _ in string.Formatter().parse(texts[lang]) if f} for lang in ("fa", "en")]
-        assert fields[0] == fields[1], key
 
 
 def test_waits_are_words_in_the_page_language(render):
