@@ -31,7 +31,7 @@ BUDGET = {
     "GET /login": (1, 0, 0),
     "POST /login": (8, 2, 1),
     "GET /login/code": (2, 0, 0),
-    "POST /login/code": (14, 6, 1),
+    "POST /login/code": (13, 6, 1),
     "POST /token (code)": (4, 1, 1),
     "GET /userinfo": (2, 1, 0),
     "POST /introspect": (2, 0, 0),

@@ -547,7 +547,7 @@ def test_a_process_dying_between_two_store_calls_leaves_no_key_without_a_ttl(red
 
     store.redis.delete = dies  # the process is gone before its clean-up call
     try:
-        for call in (lambda: store.count_challenge_attempt("ended-1"),
+        for call in (lambda: store.attempt_challenge("ended-1"),
                      lambda: store.update_challenge("ended-2", {"state": "sent"}),
                      lambda: store.update_challenge("ended-3", {"state": "queued"}, ttl=120)):
             try:

@@ -224,11 +224,8 @@ def verify(challenge_id: str, code: str) -> tuple[int, str]:
     The attempt is counted before the comparison, so parallel guesses each use up a try.
     """
     limit = settings.login.otp_attempts
-    challenge = store.get_challenge(challenge_id)
+    challenge, attempts = store.attempt_challenge(challenge_id)
     if challenge is None:
-        raise OtpExpired()
-    attempts = store.count_challenge_attempt(challenge_id)
-    if attempts == 0:
         raise OtpExpired()
     if attempts > limit:
         store.consume_challenge(challenge_id)

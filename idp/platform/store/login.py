@@ -68,18 +68,19 @@ class LoginRecords(StoreBase):
         """Whether a send failed in the last minute."""
         return bool(self.redis.exists(self._k("sms-down")))
 
-    def count_challenge_attempt(self, challenge_id: str) -> int:
-        """Atomically count one wrong code; returns the total so far (0 if the challenge is gone)."""
+    def attempt_challenge(self, challenge_id: str) -> tuple[dict[str, str] | None, int]:
+        """Count one attempt at a live challenge and read it, in one round trip: (its fields,
+        the attempts so far including this one), or (None, 0) when it is gone."""
         key = self._k("otp", challenge_id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.exists(key)
+        pipe.hgetall(key)
         pipe.hincrby(key, "attempts", 1)
         pipe.expire(key, ORPHAN_TTL, nx=True)  # as in update_challenge: never a key without a TTL
-        exists, attempts, _ = pipe.execute()
-        if not exists:
+        fields, attempts, _ = pipe.execute()
+        if not fields:
             self.redis.delete(key)  # HINCRBY on a missing key created it without a TTL
-            return 0
-        return int(attempts)
+            return None, 0
+        return fields, int(attempts)
 
     def consume_challenge(self, challenge_id: str) -> bool:
         """End a challenge; True for exactly one caller, so a code is single use."""
