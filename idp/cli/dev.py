@@ -14,7 +14,7 @@ from ..platform.settings import Settings
 
 def prepare_demo(app) -> list[dict]:
     """Schema, keys, demo citizens and demo agencies; returns the agencies with fresh secrets."""
-    from ..citizens.models import Citizen
+    from ..citizens.models import CitizenRow
     from ..platform import keys
     from ..platform.database import db, upgrade_database
     from ..protocol.agencies import register_client, rotate_secret
@@ -28,8 +28,8 @@ def prepare_demo(app) -> list[dict]:
     agencies = []
     with app.app_context():
         for nid, mobile, birth, given, family, given_l, family_l in demo_citizens():
-            if not db.session.execute(db.select(Citizen.id).filter_by(national_id=nid)).first():
-                db.session.add(Citizen(national_id=nid, mobile=mobile, birth_date=birth, given_name=given,
+            if not db.session.execute(db.select(CitizenRow.id).filter_by(national_id=nid)).first():
+                db.session.add(CitizenRow(national_id=nid, mobile=mobile, birth_date=birth, given_name=given,
                                        family_name=family, given_name_latin=given_l, family_name_latin=family_l))
         db.session.commit()
         for client_id, name, name_fa, kind, host, port in DEMO_AGENCIES:

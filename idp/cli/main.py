@@ -438,7 +438,7 @@ def citizens_import(obj: Context, file, report_path, as_json):
 
 def _stats_day(value):
     """A --from/--to/--day/--before value: YYYY-MM-DD, Gregorian or Jalali (year before 1700)."""
-    from ..stats.report import StatsError, parse_day
+    from ..stats.calendars import StatsError, parse_day
 
     if value is None:
         return None
@@ -454,7 +454,7 @@ def _stats_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..stats.report import StatsError
+        from ..stats.calendars import StatsError
 
         try:
             return fn(*args, **kwargs)
@@ -485,13 +485,14 @@ def stats(ctx, date_from, date_to, by, calendar, agency, as_json, as_csv, plot_p
     already rolled up)."""
     if ctx.invoked_subcommand is not None:
         return
+    from ..stats import chart
     from ..stats import report as st
 
     obj: Context = ctx.obj
     with obj.app.app_context():
         data = st.report(date_from, date_to, by=by, calendar=calendar, agency=agency)
         if plot_path:
-            st.plot(data, plot_path)
+            chart.plot(data, plot_path)
     data.pop("_series", None)
     if as_csv:
         click.echo(st.as_csv(data), nl=False)
@@ -512,7 +513,7 @@ def stats(ctx, date_from, date_to, by, calendar, agency, as_json, as_csv, plot_p
 def stats_rollup(obj: Context, day, population, as_json):
     """Compute closed days exactly from auth events into the daily rollups, close finished months.
     Idempotent; safe to run from cron on every node at once."""
-    from ..stats.report import rollup
+    from ..stats.rollups import rollup
 
     with obj.app.app_context():
         data = rollup(day, population)
@@ -538,7 +539,7 @@ def stats_rollup(obj: Context, day, population, as_json):
 @_stats_errors
 def stats_prune(obj: Context, before, batch, as_json):
     """Delete raw auth events whose figures are final (retention of auth_events)."""
-    from ..stats.report import prune
+    from ..stats.rollups import prune
 
     with obj.app.app_context():
         data = prune(before, batch)
