@@ -27,7 +27,6 @@ class StatsError(Exception):
     """A request the figures cannot answer (a day not closed, a bad range); one line."""
 
 
-
 def zone() -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(settings.stats.timezone)
 
@@ -103,15 +102,12 @@ def parse_day(text: str) -> dt.date:
         raise StatsError(f"not a date: {text!r} (YYYY-MM-DD, Gregorian or Jalali)") from None
 
 
-# ---- the adult population -------------------------------------------------------------------
-
 def adult_cutoff(today: dt.date, age: int) -> dt.date:
     """The latest birth date of someone who is ``age`` or older on ``today``."""
     try:
         return today.replace(year=today.year - age)
     except ValueError:  # 29 February in a year that has none
         return today.replace(year=today.year - age, day=28)
-
 
 
 def closed_through(now: dt.datetime | None = None) -> dt.date:

@@ -140,7 +140,6 @@ def report(first: dt.date | None = None, last: dt.date | None = None, by: str = 
     return out
 
 
-
 def as_text(r: dict) -> str:
     lines = [f"unique adults who have authenticated: {r['unique_adults']:,}",
              f"adult population: {r['adult_population']:,}  ({r['adult_population_source']}"
