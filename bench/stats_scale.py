@@ -255,7 +255,10 @@ def run(args, url: str, rng: random.Random, env: dict) -> None:
 
     # ---- the live counters, as the logins of today would have fed them ------------------------
     from idp.platform.store import store
-    from idp.stats import report as st
+    from idp.stats.calendars import GREGORIAN, day_bounds, month_start
+    from idp.stats.figures import live_figures, month_uniques, raw_figures, totals
+    from idp.stats.report import report
+    from idp.stats.rollups import prune, refresh_population_snapshot, rollup, rollup_day
 
     with app.app_context():
         day = today.isoformat()
@@ -275,73 +278,73 @@ def run(args, url: str, rng: random.Random, env: dict) -> None:
 
         # ---- timings -----------------------------------------------------------------------------
         say("")
-        ms, tot = timed(st.totals)
+        ms, tot = timed(totals)
         results.append(f"totals (unique adults {tot['unique_adults']:,}, adult population "
                        f"{tot['adult_population']:,} from the registry, no snapshot): {ms:,.1f} ms, "
                        f"{verdict(ms, 100)}")
         say(results[-1])
-        ms, live = timed(st.live_figures)
-        exact = st.raw_figures(*st.day_bounds(today))
+        ms, live = timed(live_figures)
+        exact = raw_figures(*day_bounds(today))
         err = 100.0 * (live.unique_citizens - exact.unique_citizens) / max(exact.unique_citizens, 1)
         results.append(f"today's figures, live ({live.unique_citizens:,} unique citizens, exact "
                        f"{exact.unique_citizens:,}, error {err:+.2f}%; {live.logins:,} logins; "
                        f"{len(live.clients)} agencies): {ms:,.1f} ms, {verdict(ms, 100)}")
         say(results[-1])
-        ms, month = timed(lambda: st.month_uniques(st.GREGORIAN, st.month_start(today, st.GREGORIAN)), runs=3)
+        ms, month = timed(lambda: month_uniques(GREGORIAN, month_start(today, GREGORIAN)), runs=3)
         results.append(f"this month's exact unique citizens before any rollup ({month[0]:,}): {ms:,.1f} ms")
         say(results[-1])
-        ms, _ = timed(lambda: st.report(), runs=3)
+        ms, _ = timed(lambda: report(), runs=3)
         results.append(f"whole default report (30 days) before any rollup: {ms:,.0f} ms")
         say(results[-1])
 
         t0 = time.perf_counter()
-        one = st.rollup_day(big_day, force=True)
+        one = rollup_day(big_day, force=True)
         secs = time.perf_counter() - t0
         results.append(f"rollup of one day of {one['logins']:,} events ({one['unique_citizens']:,} unique citizens, "
                        f"{one['clients']} agencies, {one['new_adults']:,} new adults), the day's citizens added to "
                        f"its Gregorian and Jalali months: {secs:.1f} s, {verdict(secs * 1000, 60_000)}")
         say(results[-1])
         t0 = time.perf_counter()
-        again = st.rollup_day(big_day, force=True)
+        again = rollup_day(big_day, force=True)
         secs = time.perf_counter() - t0
         assert again["month_gained"] == {"g": 0, "j": 0}, again
         results.append(f"the same day recomputed (idempotent: the months gain nothing): {secs:.1f} s")
         say(results[-1])
         t0 = time.perf_counter()
-        out = st.rollup(population=False)
+        out = rollup(population=False)
         secs = time.perf_counter() - t0
         results.append(f"rollup of the other {len(out['days'])} closed days "
                        f"({sum(d.get('logins', 0) for d in out['days']):,} events) and {len(out['months'])} month "
                        f"closes: {secs:.1f} s")
         say(results[-1])
         t0 = time.perf_counter()
-        pop = st.refresh_population_snapshot()
+        pop = refresh_population_snapshot()
         results.append(f"population snapshot of {pop['citizens']:,} citizens: {time.perf_counter() - t0:.1f} s")
         say(results[-1])
-        ms, tot = timed(st.totals)
+        ms, tot = timed(totals)
         results.append(f"totals with the snapshot (adult population {tot['adult_population']:,}): {ms:,.1f} ms, "
                        f"{verdict(ms, 100)}")
         say(results[-1])
-        ms, month = timed(lambda: st.month_uniques(st.GREGORIAN, st.month_start(today, st.GREGORIAN)), runs=3)
+        ms, month = timed(lambda: month_uniques(GREGORIAN, month_start(today, GREGORIAN)), runs=3)
         results.append(f"this month's exact unique citizens after the rollup ({month[0]:,}): {ms:,.1f} ms")
         say(results[-1])
-        ms, _ = timed(lambda: st.report(), runs=3)
+        ms, _ = timed(lambda: report(), runs=3)
         results.append(f"whole default report (30 days) after the rollup: {ms:,.0f} ms")
         say(results[-1])
-        ms, _ = timed(lambda: st.report(by="month", calendar="jalali"), runs=3)
+        ms, _ = timed(lambda: report(by="month", calendar="jalali"), runs=3)
         results.append(f"report by Jalali month (12 months) after the rollup: {ms:,.0f} ms")
         say(results[-1])
 
         # the store flushed: today's figures from auth_events
         keys = list(store.redis.scan_iter(match=store.prefix + "*", count=1000))
         store.redis.delete(*keys)
-        ms, flushed = timed(st.live_figures, runs=3)
+        ms, flushed = timed(live_figures, runs=3)
         results.append(f"today's figures after the store was flushed (from auth_events, exact "
                        f"{flushed.unique_citizens:,}): {ms:,.1f} ms, {verdict(ms, 100)}")
         say(results[-1])
 
         t0 = time.perf_counter()
-        pruned = st.prune(big_day + dt.timedelta(days=1))
+        pruned = prune(big_day + dt.timedelta(days=1))
         results.append(f"prune of the big day ({pruned['deleted']:,} raw events, batches of 50,000): "
                        f"{time.perf_counter() - t0:.1f} s")
         say(results[-1])

@@ -1,7 +1,7 @@
 """The national identity provider: ``create_app`` builds the Flask application.
 
 It only wires: each package's ``init_app`` and blueprints, in the order they stand on each
-other (platform, citizens, protocol, login, account). The table modules are imported here so
+other (platform, citizens, protocol, login, account, stats). The table modules are imported here so
 that the metadata the migrations compare against holds every table.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .platform import database, errors, hosts, i18n, keyring, metrics, web
 from .platform.settings import Settings, load_settings
 from .platform.store import Store
 from .protocol import authorize, consent, discovery, endpoints, logout, oauth
+from .stats import gauges as stats_gauges
 from .stats import models as _stats_tables  # noqa: F401 - every table in the metadata
 
 __all__ = ["create_app"]
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     i18n.init_app(app)
     errors.init_app(app)
     metrics.init_app(app)
+    stats_gauges.register()
     for blueprint in (discovery.bp, authorize.bp, endpoints.bp, login_pages.bp, account_pages.bp, consent.bp,
                       logout.bp):
         app.register_blueprint(blueprint)

@@ -7,7 +7,7 @@ import multiprocessing as mp
 
 from sqlalchemy import func, select
 
-from idp.citizens.models import AuthEvent, Citizen
+from idp.citizens.models import AuthEvent, CitizenRow
 
 PROCESSES = 6
 LOGINS_EACH = 3
@@ -51,7 +51,7 @@ def test_concurrent_first_logins_count_once(provider):
         from idp.platform.database import db
 
         assert unique_adults() == before + 1
-        citizen = db.session.execute(select(Citizen).filter_by(national_id=national_id)).scalar_one()
+        citizen = db.session.execute(select(CitizenRow).filter_by(national_id=national_id)).scalar_one()
         assert citizen.first_adult_authenticated_at is not None
         events = db.session.execute(select(func.count()).select_from(AuthEvent)
                                     .where(AuthEvent.citizen_id == citizen.id)).scalar_one()

@@ -42,22 +42,22 @@ def do_import(provider, path, report=None):
 
 
 def citizen(provider, national_id):
-    from idp.citizens.models import Citizen
+    from idp.citizens.models import CitizenRow
     from idp.platform.database import db
 
     with provider.app.app_context():
-        row = db.session.execute(db.select(Citizen).filter_by(national_id=national_id)).scalar_one_or_none()
+        row = db.session.execute(db.select(CitizenRow).filter_by(national_id=national_id)).scalar_one_or_none()
         if row is not None:
             db.session.expunge(row)
         return row
 
 
 def count(provider) -> int:
-    from idp.citizens.models import Citizen
+    from idp.citizens.models import CitizenRow
     from idp.platform.database import db
 
     with provider.app.app_context():
-        return db.session.execute(db.select(db.func.count()).select_from(Citizen)).scalar_one()
+        return db.session.execute(db.select(db.func.count()).select_from(CitizenRow)).scalar_one()
 
 
 def test_valid_rows_are_loaded(provider, tmp_path):

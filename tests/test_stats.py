@@ -127,7 +127,8 @@ def _login_everyone(settings_values: dict, national_ids: list[str], client_id: s
 
 def test_parallel_first_logins_count_once_in_every_figure(fresh_provider):
     from idp.citizens.counting import unique_adults
-    from idp.stats import report as stats
+    from idp.stats.calendars import GREGORIAN, day_bounds, month_start, today
+    from idp.stats.figures import live_figures, month_uniques, raw_figures
 
     provider = fresh_provider
     client = new_client()
@@ -149,27 +150,27 @@ def test_parallel_first_logins_count_once_in_every_figure(fresh_provider):
     logins = PROCESSES * LOGINS_EACH * CITIZENS
     with provider.app.app_context():
         assert unique_adults() == before + CITIZENS
-        live = stats.live_figures()
+        live = live_figures()
         assert live.source == "live"
         assert live.client(client) == {"logins": logins, "unique_citizens": CITIZENS, "new_adults": CITIZENS}
-        exact = stats.raw_figures(*stats.day_bounds(stats.today()))
+        exact = raw_figures(*day_bounds(today()))
         assert exact.client(client) == {"logins": logins, "unique_citizens": CITIZENS, "new_adults": CITIZENS}
-        month_before = stats.month_uniques(stats.GREGORIAN, stats.month_start(stats.today(), stats.GREGORIAN))
-        assert stats.month_uniques(stats.GREGORIAN, stats.month_start(stats.today(), stats.GREGORIAN),
+        month_before = month_uniques(GREGORIAN, month_start(today(), GREGORIAN))
+        assert month_uniques(GREGORIAN, month_start(today(), GREGORIAN),
                                    client) == (CITIZENS, "auth_events")
     flush_store(provider)
     with provider.app.app_context():
-        after = stats.live_figures()
+        after = live_figures()
         assert after.source == "auth_events"
         assert after.client(client) == {"logins": logins, "unique_citizens": CITIZENS, "new_adults": CITIZENS}
-        assert stats.month_uniques(stats.GREGORIAN, stats.month_start(stats.today(), stats.GREGORIAN)) == month_before
+        assert month_uniques(GREGORIAN, month_start(today(), GREGORIAN)) == month_before
         assert unique_adults() == before + CITIZENS
 
 
 # ---- a minor becomes an adult ---------------------------------------------------------------------
 
 def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
-    from idp.stats import report as stats
+    from idp.stats.figures import daily_series
 
     birthday = past_day(40)
     if (birthday.month, birthday.day) == (2, 29):
@@ -191,7 +192,7 @@ def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
             select(StatDayClient.day, StatDayClient.logins, StatDayClient.unique_citizens, StatDayClient.new_adults)
             .where(StatDayClient.client_id == client))}
         assert rows == {eve: (1, 1, 0), birthday: (2, 1, 1)}
-        series = stats.daily_series(eve, birthday)
+        series = daily_series(eve, birthday)
         assert series[birthday].source == "rollup" and series[birthday].new_adults >= 1
     report = stats_json(provider, "--from", eve.isoformat(), "--to", birthday.isoformat(), "--agency", client)
     assert [(r["period"], r["logins"], r["new_adults"]) for r in report["rows"]] == [
@@ -204,7 +205,7 @@ def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
 
 def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monkeypatch):
     from idp.citizens.counting import unique_adults
-    from idp.stats import report as stats
+    from idp.stats.figures import LIVE_GRACE, live_figures
 
     provider = fresh_provider
     client = new_client()
@@ -213,18 +214,18 @@ def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monk
         login_at(provider, nid, client)
     login_at(provider, people[0], client)
     with provider.app.app_context():
-        live = stats.live_figures()
+        live = live_figures()
         assert live.source == "live" and live.client(client)["logins"] == 4
         adults = unique_adults()
     report_before = stats_json(provider, "--agency", client)
     assert report_before["today"]["source"] == "live" and report_before["today"]["unique_citizens"] == 3
 
-    time.sleep(stats.LIVE_GRACE + 0.5)  # the store's own notion of "since" allows a few seconds of slack
+    time.sleep(LIVE_GRACE + 0.5)  # the store's own notion of "since" allows a few seconds of slack
     flush_store(provider)  # Redis restarted without persistence, or FLUSHALL
     late = provider.add_citizen(birth_date="1990-02-02")[0]
     login_at(provider, late, client)
     with provider.app.app_context():
-        figures = stats.live_figures()
+        figures = live_figures()
         assert figures.source == "auth_events", "the live counters began after the day's first logins"
         assert figures.client(client) == {"logins": 5, "unique_citizens": 4, "new_adults": 4}
         assert unique_adults() == adults + 1
@@ -241,13 +242,15 @@ def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monk
             raise ConnectionError("store down")
 
         monkeypatch.setattr(store._get_current_object(), "live_day", down)
-        assert stats.live_figures().client(client)["unique_citizens"] == 4
+        assert live_figures().client(client)["unique_citizens"] == 4
 
 
 # ---- days follow the configured time zone -----------------------------------------------------------
 
 def test_days_begin_at_local_midnight_in_the_configured_time_zone(provider):
-    from idp.stats import report as stats
+    from idp.stats.calendars import day_bounds
+    from idp.stats.figures import raw_figures
+    from idp.stats.rollups import rollup_day
 
     day = past_day(20)
     client = new_client()
@@ -255,12 +258,12 @@ def test_days_begin_at_local_midnight_in_the_configured_time_zone(provider):
     login_at(provider, a, client, dt.datetime.combine(day, dt.time(20, 29), tzinfo=UTC))  # 23:59 in Tehran
     login_at(provider, b, client, dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC))   # 00:30 the next day
     with provider.app.app_context():
-        assert stats.day_bounds(day)[1] == dt.datetime.combine(day, dt.time(20, 30), tzinfo=UTC)
-        assert stats.raw_figures(*stats.day_bounds(day)).client(client)["logins"] == 1
+        assert day_bounds(day)[1] == dt.datetime.combine(day, dt.time(20, 30), tzinfo=UTC)
+        assert raw_figures(*day_bounds(day)).client(client)["logins"] == 1
         nxt = day + dt.timedelta(days=1)
-        assert stats.raw_figures(*stats.day_bounds(nxt)).client(client)["logins"] == 1
-        stats.rollup_day(day)
-        stats.rollup_day(nxt)
+        assert raw_figures(*day_bounds(nxt)).client(client)["logins"] == 1
+        rollup_day(day)
+        rollup_day(nxt)
         from idp.platform.database import db
 
         got = dict(db.session.execute(select(StatDayClient.day, StatDayClient.logins)
@@ -269,7 +272,8 @@ def test_days_begin_at_local_midnight_in_the_configured_time_zone(provider):
 
 
 def test_days_in_utc_when_so_configured(make_provider):
-    from idp.stats import report as stats
+    from idp.stats.calendars import day_bounds
+    from idp.stats.figures import raw_figures
 
     live = make_provider(stats={"timezone": "UTC"})
     day = past_day(10)
@@ -278,7 +282,7 @@ def test_days_in_utc_when_so_configured(make_provider):
     login_at(live, nid, client, dt.datetime.combine(day, dt.time(20, 29), tzinfo=UTC))
     login_at(live, nid, client, dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC))
     with live.app.app_context():
-        assert stats.raw_figures(*stats.day_bounds(day)).client(client) == {
+        assert raw_figures(*day_bounds(day)).client(client) == {
             "logins": 2, "unique_citizens": 1, "new_adults": 1}
 
 
@@ -286,7 +290,8 @@ def test_days_in_utc_when_so_configured(make_provider):
 
 def test_rollup_is_idempotent_and_safe_to_run_at_once(provider):
     from idp.platform.database import db
-    from idp.stats import report as stats
+    from idp.stats.calendars import GREGORIAN, JALALI, day_bounds, month_start, next_month, today
+    from idp.stats.figures import month_uniques, raw_figures
 
     day = past_day(1)
     clients = [new_client() for _ in range(3)]
@@ -307,20 +312,20 @@ def test_rollup_is_idempotent_and_safe_to_run_at_once(provider):
             per_client = db.session.execute(select(StatDayClient.client_id, StatDayClient.logins,
                                                    StatDayClient.unique_citizens, StatDayClient.new_adults)
                                             .where(StatDayClient.day == day).order_by(StatDayClient.client_id)).all()
-            month = stats.month_uniques(stats.GREGORIAN, stats.month_start(day, stats.GREGORIAN))[0]
-            jmonth = stats.month_uniques(stats.JALALI, stats.month_start(day, stats.JALALI))[0]
+            month = month_uniques(GREGORIAN, month_start(day, GREGORIAN))[0]
+            jmonth = month_uniques(JALALI, month_start(day, JALALI))[0]
             return days, per_client, month, jmonth
 
     first = stored()
     with provider.app.app_context():
-        exact = stats.raw_figures(*stats.day_bounds(day))
-        for cal in (stats.GREGORIAN, stats.JALALI):
-            m = stats.month_start(day, cal)
-            end = min(stats.next_month(m, cal) - dt.timedelta(days=1), stats.today())
+        exact = raw_figures(*day_bounds(day))
+        for cal in (GREGORIAN, JALALI):
+            m = month_start(day, cal)
+            end = min(next_month(m, cal) - dt.timedelta(days=1), today())
             truth = db.session.execute(select(func.count(AuthEvent.citizen_id.distinct())).where(
-                AuthEvent.occurred_at >= stats.day_bounds(m)[0],
-                AuthEvent.occurred_at < stats.day_bounds(end)[1])).scalar_one()
-            assert stats.month_uniques(cal, m)[0] == truth, cal
+                AuthEvent.occurred_at >= day_bounds(m)[0],
+                AuthEvent.occurred_at < day_bounds(end)[1])).scalar_one()
+            assert month_uniques(cal, m)[0] == truth, cal
     row = next(r for r in first[0] if r[0] == day)
     assert row[1:] == (exact.logins, exact.unique_citizens, exact.new_adults)
     assert [r[0] for r in first[1] if r[0] in clients] == sorted(clients)
@@ -395,23 +400,25 @@ def test_plot_file_is_drawn(provider, tmp_path, suffix):
 # ---- the adult population ---------------------------------------------------------------------------------
 
 def test_adult_population_from_the_snapshot_plus_later_registrations(provider):
-    from idp.citizens.models import Citizen
+    from idp.citizens.models import CitizenRow
     from idp.platform.database import db
-    from idp.stats import report as stats
+    from idp.stats.calendars import adult_cutoff, today
+    from idp.stats.figures import population_info, totals
+    from idp.stats.rollups import refresh_population_snapshot
 
     with provider.app.app_context():
-        cutoff = stats.adult_cutoff(stats.today(), 18)
-        live = db.session.execute(select(func.count()).select_from(Citizen)
-                                  .where(Citizen.birth_date <= cutoff)).scalar_one()
-        stats.refresh_population_snapshot()
-        assert stats.population_info()["adult_population"] == live
+        cutoff = adult_cutoff(today(), 18)
+        live = db.session.execute(select(func.count()).select_from(CitizenRow)
+                                  .where(CitizenRow.birth_date <= cutoff)).scalar_one()
+        refresh_population_snapshot()
+        assert population_info()["adult_population"] == live
     provider.add_citizen(birth_date="1960-01-01")
     provider.add_citizen(birth_date=stats_today_minus_years(5))
     with provider.app.app_context():
-        info = stats.population_info()
+        info = population_info()
         assert info["adult_population"] == live + 1 and info["source"].startswith("registry snapshot")
     with provider.app.app_context():
-        total = stats.totals()
+        total = totals()
         assert total["adult_population"] == live + 1
         assert total["coverage_percent"] == round(100.0 * total["unique_adults"] / (live + 1), 4)
 
@@ -425,7 +432,8 @@ def stats_today_minus_years(years: int) -> str:
 
 def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
     from idp.platform.database import db
-    from idp.stats import report as stats
+    from idp.stats.calendars import day_bounds, next_month
+    from idp.stats.figures import raw_figures
 
     old = past_day(100)
     client = new_client()
@@ -447,14 +455,14 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
 
         for d, logins, uniques, new in db.session.execute(select(StatDay.day, StatDay.logins, StatDay.unique_citizens,
                                                                  StatDay.new_adults)):
-            exact = stats.raw_figures(*stats.day_bounds(d))
+            exact = raw_figures(*day_bounds(d))
             assert (logins, uniques, new) == (exact.logins, exact.unique_citizens, exact.new_adults), d
         closed = db.session.execute(select(StatMonth.calendar, StatMonth.month, StatMonth.unique_citizens)
                                     .where(StatMonth.closed_at.isnot(None))).all()
         assert closed, "the months before this one are over and closed"
         for cal, m, uniques in closed:
-            start = stats.day_bounds(m)[0]
-            end = stats.day_bounds(stats.next_month(m, cal) - dt.timedelta(days=1))[1]
+            start = day_bounds(m)[0]
+            end = day_bounds(next_month(m, cal) - dt.timedelta(days=1))[1]
             truth = db.session.execute(select(func.count(AuthEvent.citizen_id.distinct())).where(
                 AuthEvent.occurred_at >= start, AuthEvent.occurred_at < end)).scalar_one()
             assert uniques == truth, (cal, m)
@@ -467,7 +475,7 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
     assert pruned["deleted"] >= 3 and pruned["held_back"] is None
     with provider.app.app_context():
         left = db.session.execute(select(func.count()).select_from(AuthEvent)
-                                  .where(AuthEvent.occurred_at < stats.day_bounds(old)[1])).scalar_one()
+                                  .where(AuthEvent.occurred_at < day_bounds(old)[1])).scalar_one()
         assert left == 0
     after = stats_json(provider, "--from", old.isoformat(), "--to", old.isoformat(), "--agency", client)["rows"]
     assert after == before
@@ -478,4 +486,4 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
     assert held["held_back"] and held["pruned_before"] <= past_day(0).isoformat()
     with provider.app.app_context():
         assert db.session.execute(select(func.count()).select_from(AuthEvent)
-                                  .where(AuthEvent.occurred_at >= stats.day_bounds(past_day(0))[0])).scalar_one() > 0
+                                  .where(AuthEvent.occurred_at >= day_bounds(past_day(0))[0])).scalar_one() > 0

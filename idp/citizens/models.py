@@ -86,6 +86,3 @@ class StatCounter(db.Model):
 Index("ix_citizens_first_adult_at", CitizenRow.first_adult_authenticated_at,
       postgresql_where=CitizenRow.first_adult_authenticated_at.isnot(None),
       sqlite_where=CitizenRow.first_adult_authenticated_at.isnot(None))
-
-#: The ORM class under its former name, for the statistics queries until they move (temporary).
-Citizen = CitizenRow

@@ -1,4 +1,4 @@
 """``python -m idp.cli``."""
-from . import main
+from .main import main
 
 main()

@@ -1,26 +1,34 @@
-"""Running the embedded default, ``idp dev``: one process with demo data (``idp serve`` is in serving.py)."""
+"""Running the embedded default, ``idp dev``: one process with demo data (``idp serve`` is in serve.py).
+
+May import: everything in idp.
+"""
 from __future__ import annotations
 
 import atexit
 import importlib.util
 import os
+import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 
+from .. import create_app
+from ..citizens.models import CitizenRow
+from ..platform import keys
+from ..platform.database import db, upgrade_database
 from ..platform.settings import Settings
+from ..protocol.agencies import register_client, rotate_secret
+from ..protocol.models import Client
+from .common import Context
+from .demo import DEMO_AGENCIES, demo_citizens
+
+DEV_CONFIG = Path("instance/dev.toml")
 
 
 def prepare_demo(app) -> list[dict]:
     """Schema, keys, demo citizens and demo agencies; returns the agencies with fresh secrets."""
-    from ..citizens.models import Citizen
-    from ..platform import keys
-    from ..platform.database import db, upgrade_database
-    from ..protocol.agencies import register_client, rotate_secret
-    from ..protocol.models import Client
-    from .demo import DEMO_AGENCIES, demo_citizens
-
     settings = app.extensions["idp.settings"]
     upgrade_database(app)
     keys.ensure(settings.keys.dir)
@@ -28,8 +36,8 @@ def prepare_demo(app) -> list[dict]:
     agencies = []
     with app.app_context():
         for nid, mobile, birth, given, family, given_l, family_l in demo_citizens():
-            if not db.session.execute(db.select(Citizen.id).filter_by(national_id=nid)).first():
-                db.session.add(Citizen(national_id=nid, mobile=mobile, birth_date=birth, given_name=given,
+            if not db.session.execute(db.select(CitizenRow.id).filter_by(national_id=nid)).first():
+                db.session.add(CitizenRow(national_id=nid, mobile=mobile, birth_date=birth, given_name=given,
                                        family_name=family, given_name_latin=given_l, family_name_latin=family_l))
         db.session.commit()
         for client_id, name, name_fa, kind, host, port in DEMO_AGENCIES:
@@ -65,9 +73,6 @@ def _start_agencies(issuer: str, agencies: list[dict]) -> list[subprocess.Popen]
 
 def run_dev(settings: Settings, with_agencies: bool) -> None:
     """The embedded default: one process, memory:// store unless configured otherwise."""
-    from .. import create_app
-    from .demo import demo_citizens
-
     if settings.store.url == "memory://":
         click.echo("idp dev: one process only (the memory:// store lives inside it).")
     app = create_app(settings, require_keys=False)
@@ -88,3 +93,26 @@ def run_dev(settings: Settings, with_agencies: bool) -> None:
             click.echo(f"  {a['url']}  {a['name']}")
     click.echo("\nOne-time codes are printed here, on the console.\n")
     app.run(host=host or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
+
+
+def _dev_config() -> Path:
+    """instance/dev.toml with a fresh secret, created on first use and kept (stable pairwise subs)."""
+    if not DEV_CONFIG.exists():
+        DEV_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(DEV_CONFIG, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("# Embedded default written by `idp dev`. Delete it to start afresh.\n"
+                     f'[server]\nsecret_key = "{secrets.token_urlsafe(48)}"\n')
+    return DEV_CONFIG
+
+
+@click.command()
+@click.option("--agencies/--no-agencies", default=True, show_default=True,
+              help="Also run the two demo agency apps (ports 5001 and 5002).")
+@click.pass_context
+def dev(ctx, agencies):
+    """Run the embedded default: SQLite, in-process store, console SMS, demo data. One process."""
+    obj: Context = ctx.obj
+    if not obj.config_path:
+        obj.config_path = str(_dev_config())
+    run_dev(obj.settings, agencies)

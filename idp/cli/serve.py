@@ -14,6 +14,8 @@ Signals to the master: SIGHUP replaces the workers one by one, each new worker s
 old one stops and finishes its requests in flight (a graceful restart: configuration and code are
 those loaded at start); SIGTERM or SIGINT stop accepting, let requests in flight finish (at most
 ``GRACEFUL_SECONDS``) and exit.
+
+May import: everything in idp.
 """
 from __future__ import annotations
 
@@ -28,7 +30,11 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.server import Server
 
+from .. import create_app
+from ..platform.metrics import forget_dead_workers, prepare_multiprocess
 from ..platform.settings import Settings
+from ..protocol.backchannel import ensure_worker
+from .common import Context, pass_ctx
 
 #: How long a stopping worker (SIGTERM, or replaced at SIGHUP) may finish its requests in flight.
 GRACEFUL_SECONDS = 10
@@ -99,10 +105,6 @@ def refuse_development_settings(settings: Settings) -> None:
 
 def run_production(settings: Settings) -> None:
     """Build the app once, then fork ``[server] workers`` granian workers that serve it."""
-    from .. import create_app
-    from ..platform.metrics import forget_dead_workers, prepare_multiprocess
-    from ..protocol.backchannel import ensure_worker
-
     refuse_development_settings(settings)
     server = settings.server
     host = urlsplit(server.issuer).hostname or ""
@@ -133,3 +135,10 @@ def run_production(settings: Settings) -> None:
         respawn_failed_workers=True, respawn_interval=RESPAWN_SECONDS, workers_kill_timeout=GRACEFUL_SECONDS,
         websockets=False, log_access=False,
     ).serve(target_loader=worker_app, wrap_loader=False)
+
+
+@click.command()
+@pass_ctx
+def serve(obj: Context):
+    """Run in production: granian workers, PostgreSQL and Redis."""
+    run_production(obj.settings)

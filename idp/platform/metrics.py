@@ -22,6 +22,15 @@ otp.py, ratelimit.py, oidc.py); they never raise, so metrics can never break a l
 ``idp_unique_citizens_today``            gauge: today's unique citizens (live estimate)
 =======================================  =====================================================
 
+The two gauges belong to higher layers (citizens, stats): they register a reader with
+``gauge()`` (idp.stats.gauges, from create_app), which /metrics calls at each scrape; this
+module imports nothing above idp.platform.
+
+prometheus_client is imported inside the functions that use it, never at import time: it
+chooses between single- and multiprocess values once, when first imported, from
+``PROMETHEUS_MULTIPROC_DIR``, which ``idp serve`` sets (prepare_multiprocess) only after this
+module is loaded.
+
 ``idp serve`` runs several worker processes: it turns on prometheus_client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``; ``[metrics] multiproc_dir``, emptied at start), so a scrape of
 any worker sums the counters and histograms of all of them, those of workers that have since
@@ -37,14 +46,19 @@ import tempfile
 import threading
 import time
 from types import SimpleNamespace
+from typing import Callable
 
 from flask import Response, g, request
+
+from .settings import ConfigError
 
 log = logging.getLogger("idp.metrics")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _m: SimpleNamespace | None = None
 _m_lock = threading.Lock()  # two threads of a worker must not both make (register) the metrics
+#: The gauges read at each scrape: name -> (help text, reader), in the order they were registered.
+_gauges: dict[str, tuple[str, Callable[[], float | None]]] = {}
 
 
 def _metrics() -> SimpleNamespace:
@@ -55,7 +69,7 @@ def _metrics() -> SimpleNamespace:
     with _m_lock:
         if _m is not None:
             return _m
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Histogram  # not at import time: see the module docstring
 
         _m = SimpleNamespace(
             logins=Counter("idp_logins", "Authentications by method and result.", ["method", "result"]),
@@ -151,7 +165,7 @@ def forget_dead_workers() -> None:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         return
-    from prometheus_client import multiprocess
+    from prometheus_client import multiprocess  # not at import time: see the module docstring
 
     pids = {name.rsplit("_", 1)[1][:-3] for name in os.listdir(path) if name.endswith(".db")}
     for pid in (int(p) for p in pids if p.isdigit()):
@@ -165,8 +179,6 @@ def forget_dead_workers() -> None:
 
 def init_app(app) -> None:
     """Time every request; serve /metrics when ``[metrics] enabled`` (bearer token required)."""
-    from .settings import ConfigError
-
     settings = app.extensions["idp.settings"]
     if settings.metrics.enabled and not settings.metrics.token:
         raise ConfigError("[metrics] token: required when [metrics] enabled = true (32+ random characters)")
@@ -201,38 +213,32 @@ def init_app(app) -> None:
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
 
 
+def gauge(name: str, doc: str, read: Callable[[], float | None]) -> None:
+    """Register a gauge read at each scrape: ``read()`` gives its value, or None to leave it out of
+    this scrape (what it raises fails the scrape). Registering a name again replaces its reader."""
+    _gauges[name] = (doc, read)
+
+
 def exposition() -> tuple[bytes, str]:
     """The text exposition: every process's counters, and the gauges read now."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
+    # not at import time: see the module docstring
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client.core import GaugeMetricFamily  # not at import time: see the module docstring
 
     _metrics()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
 
-    class Figures:
+    class Gauges:
         def collect(self):
-            from ..citizens.counting import unique_adults
-
-            yield GaugeMetricFamily("idp_unique_adults", "Unique adults who have ever authenticated (exact).",
-                                    value=unique_adults())
-            try:  # the live counter only: a scrape never falls back to scanning auth events
-                from ..stats.report import today
-                from .store import store
-
-                since, _, _, total = store.live_day(today().isoformat())
-                if since is not None:
-                    yield GaugeMetricFamily("idp_unique_citizens_today",
-                                            "Unique citizens today in the configured time zone (live estimate).",
-                                            value=total)
-            except Exception:  # noqa: BLE001 - the exact gauge above is what matters
-                log.exception("today's figure for /metrics failed")
+            for name, (doc, read) in list(_gauges.items()):
+                value = read()
+                if value is not None:
+                    yield GaugeMetricFamily(name, doc, value=value)
 
     now = CollectorRegistry()
-    now.register(Figures())
+    now.register(Gauges())
     return generate_latest(registry) + generate_latest(now), CONTENT_TYPE_LATEST
