@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus_client), served at ``/metrics`` to a scraper holding the token.
 
-The counting hooks below are one-line calls from the modules where things happen (login.py,
-otp.py, ratelimit.py, oidc.py); they never raise, so metrics can never break a login.
+The counting hooks below are one-line calls from the modules where things happen (login.views,
+login.codes, platform.limits, protocol.endpoints); they never raise, so metrics can never break a login.
 
 =======================================  =====================================================
 ``idp_logins_total{method,result}``      authentications: method sms|totp; result success
