@@ -160,6 +160,45 @@ def wait_until(predicate, timeout: float = 5.0):
     return False
 
 
+class Clock:
+    """``time.time()`` as some idp modules read it, moved forward by the test instead of sleeping.
+
+    The in-process provider reads the clock through each module's ``time`` name; the modules
+    given here see a ``time`` whose ``time()`` is the real one plus ``offset`` (everything else,
+    ``monotonic`` and ``sleep`` included, is the real module). Redis TTLs are not affected: expire
+    such keys with :func:`end_cooloffs` and the like."""
+
+    def __init__(self, monkeypatch, *modules):
+        self.offset = 0.0
+        shifted = _ShiftedTime(self)
+        for module in modules:
+            monkeypatch.setattr(module, "time", shifted)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class _ShiftedTime:
+    def __init__(self, clock: Clock):
+        self._clock = clock
+
+    def time(self) -> float:
+        return time.time() + self._clock.offset
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def end_cooloffs(provider) -> int:
+    """End every cool-off of a provider now, as if their time had passed (they are Redis keys
+    with a TTL); returns how many there were."""
+    import redis
+
+    client = redis.Redis.from_url(provider.settings.store.url)
+    keys = list(client.scan_iter(match=f"{provider.settings.store.prefix}cool:*"))
+    return client.delete(*keys) if keys else 0
+
+
 def cli_env(provider) -> dict:
     """An operator's environment for `idp` commands against a test provider: every setting as
     an IDP_<SECTION>_<KEY> variable."""

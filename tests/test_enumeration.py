@@ -189,5 +189,19 @@ def test_same_answer_and_time_when_a_limit_is_hit(make_provider):
 
 
 def test_discovery_is_not_affected(make_provider):
-    provider = make_provider()
-    assert requests.get(f"{provider.url}/.well-known/openid-configuration", timeout=5).status_code == 200
+    """An address that tried national IDs until the per-IP limit refused it still gets discovery
+    and the signing keys, unchanged: the limits guard the login, not the metadata agencies need."""
+    provider = make_provider(server={"proxy_hops": 1}, limits={**GENEROUS_IP_LIMITS, "starts_per_ip": "3/60"})
+    client_id, _, redirect = provider.add_client()
+    metadata = ("/.well-known/openid-configuration", "/jwks")
+    before = {path: requests.get(provider.url + path, timeout=5).json() for path in metadata}
+    browser = provider.flow()
+    browser.http.headers["X-Forwarded-For"] = "10.9.0.1"
+    page = browser.start(client_id, redirect)
+    statuses = [browser.submit(page, {"national_id": make_national_id(f"9{i:08d}"), "mobile": "09121234567"}
+                               ).status_code for i in range(5)]
+    assert statuses == [303, 303, 303, 429, 429], statuses
+    for path in metadata:
+        r = browser.get(provider.url + path)
+        assert r.status_code == 200, (path, r.status_code)
+        assert r.json() == before[path], path

@@ -9,7 +9,7 @@ import redis
 import requests
 
 from .conftest import GENEROUS_IP_LIMITS
-from .helpers import FlowClient
+from .helpers import Clock, FlowClient, end_cooloffs
 
 
 class Browser(FlowClient):
@@ -82,23 +82,29 @@ def test_per_ip_starts(make_provider):
     assert start_login(provider, other, client, national_id, mobile)[0].status_code == 303
 
 
-def test_resend_waits_then_sends_a_new_code_for_the_same_challenge(make_provider):
+def test_resend_waits_then_sends_a_new_code_for_the_same_challenge(make_provider, monkeypatch):
+    import idp.login.codes
+
+    clock = Clock(monkeypatch, idp.login.codes)
     provider = limited(make_provider, resend_after=2)
     client = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = Browser(provider, "10.3.0.1")
     page = code_page(provider, browser, client, national_id, mobile)
     first = provider.outbox.last_code(mobile)
-    assert 'data-seconds' in page.text or "resend" in page.text.lower()
-    too_soon = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
-                                 data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
-    assert too_soon.status_code == 429
-    time.sleep(2.1)
-    again = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
-                              data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
+    wait = re.search(r'data-seconds="(\d+)" data-enables="resend"', page.text)
+    assert wait and 1 <= int(wait.group(1)) <= 2, "the page counts down to the resend"
+    resend_url = f"{provider.url}/login/resend?{page.url.split('?')[1]}"
+    too_soon = browser.http.post(resend_url, data={"csrf_token": _csrf(page.text)}, allow_redirects=False,
+                                 timeout=10)
+    assert too_soon.status_code == 429 and 'id="resend-wait"' in too_soon.text
+    assert len(provider.outbox.messages(mobile)) == 1
+    clock.advance(2.1)
+    again = browser.http.post(resend_url, data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
     assert again.status_code == 303
     second = provider.outbox.last_code(mobile, after=1)
     page = browser.follow(again, client[2])
+    assert 'data-enables="resend"' in page.text, "the new code starts a new wait"
     if first != second:
         assert browser.submit(page, {"otp": first}).status_code == 400, "the replaced code no longer works"
         page = browser.get(page.url)
@@ -124,11 +130,11 @@ def test_wrong_codes_escalate_cooloffs_and_a_right_code_clears_them(make_provide
     assert cool.status_code == 429 and cool.headers["Retry-After"] == "1"
     refused = browser.submit(page, {"otp": code})
     assert refused.status_code == 429, "no code is checked during a cool-off, not even the right one"
-    time.sleep(1.1)
+    assert end_cooloffs(provider) == 1
     assert browser.submit(page, {"otp": wrong(code)}).status_code == 400
     cool = browser.submit(page, {"otp": wrong(code)})
     assert cool.status_code == 429 and cool.headers["Retry-After"] == "2"
-    time.sleep(2.1)
+    assert end_cooloffs(provider) == 1
     # The challenge has 1 try left (4 wrong so far): the right code gets in and clears the run.
     done = browser.follow(browser.submit(page, {"otp": code}), client[2])
     assert done.is_redirect
