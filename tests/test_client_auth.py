@@ -3,6 +3,8 @@ on SQLite and PostgreSQL, with keys registered inline or fetched from a jwks_uri
 client commands (show, rotate-secret, disable, enable) against the provider's own database."""
 from __future__ import annotations
 
+from urllib.parse import parse_qs
+
 import base64
 import hashlib
 import hmac
@@ -82,7 +84,13 @@ def next_code(browser, client_id: str, redirect: str) -> str:
 
 
 def assert_invalid_client(response: requests.Response) -> None:
-    assert response.status_code in (400, 401), response.text
+    """RFC 6749 §5.2: a failed client assertion (private_key_jwt) is a 400; any other client that
+    failed to authenticate is a 401 with a Basic challenge (the endpoint accepts client_secret_basic)."""
+    body = response.request.body or ""
+    body = body.decode() if isinstance(body, bytes) else body
+    assertion = "client_assertion" in parse_qs(body)
+    assert response.status_code == (400 if assertion else 401), (assertion, response.status_code, response.text)
+    assert ("WWW-Authenticate" in response.headers) == (not assertion), response.headers
     assert response.json()["error"] == "invalid_client", response.text
 
 
@@ -154,8 +162,7 @@ def test_bad_assertions_are_invalid_client(provider):
     }
     for reason, value in bad.items():
         response = token_request(provider, browser, redirect, code, value)
-        assert response.status_code in (400, 401), f"{reason}: {response.text}"
-        assert response.json()["error"] == "invalid_client", f"{reason}: {response.text}"
+        assert_invalid_client(response)
     # None of that consumed the code.
     response = token_request(provider, browser, redirect, code, assertion(provider, client_id, key))
     assert response.status_code == 200, response.text
