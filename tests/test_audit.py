@@ -3,10 +3,8 @@ fingerprints instead of identifiers, and `idp audit tail` shows them."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from .helpers import cli_env, wait_until
+from .helpers import idp, wait_until
 
 
 def test_a_login_leaves_a_trail_without_identifiers(provider):
@@ -21,8 +19,7 @@ def test_a_login_leaves_a_trail_without_identifiers(provider):
     browser.follow(browser.submit(page, {"otp": code}), redirect)
 
     def events():
-        out = subprocess.run([sys.executable, "-m", "idp.cli", "audit", "tail", "-n", "50", "--json"],
-                             env=cli_env(provider), capture_output=True, text=True, timeout=60)
+        out = idp(provider, "audit", "tail", "-n", "50", "--json", timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 

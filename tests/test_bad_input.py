@@ -9,13 +9,7 @@ import requests
 
 from idp.citizens.national_id import make_national_id
 
-from .helpers import pkce_pair, redirect_params
-
-
-def _identify_page(provider, browser, client_id, redirect):
-    page = browser.start(client_id, redirect)
-    assert page.status_code == 200 and 'name="national_id"' in page.text
-    return page
+from .helpers import identify_page, pkce_pair, redirect_params
 
 
 def test_wrong_check_digit_is_refused_on_the_form(provider):
@@ -23,7 +17,7 @@ def test_wrong_check_digit_is_refused_on_the_form(provider):
     national_id, mobile = provider.add_citizen()
     wrong = national_id[:9] + str((int(national_id[9]) + 1) % 10)
     browser = provider.flow()
-    page = _identify_page(provider, browser, client_id, redirect)
+    page = identify_page(browser, client_id, redirect)
     answer = browser.submit(page, {"national_id": wrong, "mobile": mobile})
     assert answer.status_code == 400
     assert 'id="national_id-error"' in answer.text and 'aria-invalid="true"' in answer.text
@@ -46,7 +40,7 @@ def test_every_mobile_form_is_normalized(provider):
     local = mobile[3:]
     for typed in ("0" + local, local, "+98" + local, "0098" + local):
         browser = provider.flow()
-        page = _identify_page(provider, browser, client_id, redirect)
+        page = identify_page(browser, client_id, redirect)
         before = len(provider.outbox.messages(mobile))
         answer = browser.submit(page, {"national_id": national_id, "mobile": typed})
         assert answer.status_code == 303, typed
@@ -61,7 +55,7 @@ def test_unknown_pair_looks_the_same_and_sends_nothing(provider):
     pages = []
     for nid, mob in ((national_id, mobile), (national_id, other_mobile), (stranger, mobile)):
         browser = provider.flow()
-        page = _identify_page(provider, browser, client_id, redirect)
+        page = identify_page(browser, client_id, redirect)
         answer = browser.submit(page, {"national_id": nid, "mobile": mob})
         assert answer.status_code == 303
         code_page = browser.follow(answer, redirect)
@@ -134,7 +128,7 @@ def test_five_wrong_codes_lock_the_challenge(provider):
     client_id, _, redirect = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = provider.flow()
-    page = _identify_page(provider, browser, client_id, redirect)
+    page = identify_page(browser, client_id, redirect)
     code_page = browser.follow(browser.submit(page, {"national_id": national_id, "mobile": mobile}), redirect)
     right = provider.outbox.last_code(mobile)
     wrong = f"{(int(right) + 1) % 10**6:06d}"
@@ -196,7 +190,7 @@ def test_token_endpoint_errors_are_rfc6749_json(provider):
 def test_login_link_in_another_browser_is_refused(provider):
     client_id, _, redirect = provider.add_client()
     browser = provider.flow()
-    page = _identify_page(provider, browser, client_id, redirect)
+    page = identify_page(browser, client_id, redirect)
     other = provider.flow()
     r = other.get(page.url)
     assert r.status_code == 400 and 'name="national_id"' not in r.text
@@ -213,7 +207,7 @@ def test_forms_need_the_csrf_token(provider):
     client_id, _, redirect = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = provider.flow()
-    page = _identify_page(provider, browser, client_id, redirect)
+    page = identify_page(browser, client_id, redirect)
     r = browser.http.post(page.url, data={"national_id": national_id, "mobile": mobile}, allow_redirects=False,
                           timeout=10)
     assert r.status_code == 400 and provider.outbox.messages(mobile) == []

@@ -26,17 +26,15 @@ import redis as redis_lib
 import requests
 
 from .conftest import GENEROUS_IP_LIMITS, need
-from .helpers import FlowClient, form_fields, redirect_params, verify_id_token, wait_until
+from .helpers import FlowClient, form_fields, free_port, redirect_params, verify_id_token, wait_until
 from .test_multinode import (
     Deployment,
     assert_no_tracebacks,
     create_database,
     exchange,
-    free_port,
     login_for_code,
     token_request,
 )
-from .test_sms_gateways import Gateway
 
 UNAVAILABLE_FA = "موقتاً در دسترس نیست"
 UNAVAILABLE_EN = "Temporarily unavailable"
@@ -346,14 +344,6 @@ def test_postgres_restart_gives_503_for_the_moment_and_recovers_without_a_restar
 
 
 # ---- a slow SMS gateway -----------------------------------------------------------------------------
-
-@pytest.fixture()
-def gateway():
-    gw = Gateway()
-    threading.Thread(target=gw.serve_forever, daemon=True).start()
-    yield gw
-    gw.shutdown()
-
 
 def test_a_gateway_slower_than_the_timeout_gives_a_clear_page_and_keeps_the_challenge(make_provider, gateway):
     import json

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from .helpers import FlowClient, Outbox, redirect_params, verify_id_token
+from .helpers import FlowClient, Outbox, free_port, redirect_params, run_idp, verify_id_token
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("IDP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -36,14 +36,6 @@ GENEROUS_LIMITS = {"IDP_LIMITS_STARTS_PER_IP": "1000000/60", "IDP_LIMITS_CODE_CH
                    "IDP_LIMITS_CODES_PER_NATIONAL_ID": "1000000/900",
                    "IDP_LIMITS_CODES_PER_NATIONAL_ID_DAILY": "1000000/86400",
                    "IDP_LIMITS_CODES_PER_MOBILE": "1000000/86400"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def create_database(admin_url: str = PG_ADMIN_URL) -> str:
@@ -227,8 +219,7 @@ class Deployment:
 
     def cli(self, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
         """An operator's `idp` command against this deployment."""
-        return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=self.env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return run_idp(self.env, *args, timeout=timeout)
 
     def stop(self) -> None:
         for node in self.nodes:  # all at once: each takes a few seconds to stop gracefully
