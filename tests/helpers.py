@@ -225,13 +225,20 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self.offset += seconds
 
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        """For code that takes its clock as an argument (``KeyRing(clock=...)``)."""
+        return time.monotonic() + self.offset
+
 
 class _ShiftedTime:
     def __init__(self, clock: Clock):
         self._clock = clock
 
     def time(self) -> float:
-        return time.time() + self._clock.offset
+        return self._clock.time()
 
     def __getattr__(self, name):
         return getattr(time, name)

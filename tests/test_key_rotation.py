@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from clients.jwt_verify import AccessTokenVerifier
 from idp.platform import keys
 from idp.platform.keyring import KeyRing
 
-from .helpers import redirect_params, run_idp, verify_id_token, wait_until
+from .helpers import Clock, redirect_params, run_idp, verify_id_token
 
 
 def backdate(directory, status: str, field: str, seconds: int) -> list[str]:
@@ -35,14 +34,12 @@ def backdate(directory, status: str, field: str, seconds: int) -> list[str]:
     return moved
 
 
-def eventually(predicate, timeout: float = keys.RELOAD_SECONDS + 10, every: float = 0.5) -> bool:
-    """Poll a (costly) predicate a few times a second: the provider looks at its keys every few seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
+def keyring_clock(provider, monkeypatch) -> Clock:
+    """The clock by which the running provider's key ring decides to look at its directory again
+    (at most every RELOAD_SECONDS): advanced by the test rather than waited for."""
+    clock = Clock(monkeypatch)
+    monkeypatch.setattr(provider.app.extensions["idp.keyring"], "_clock", clock.monotonic)
+    return clock
 
 
 def statuses(directory) -> dict[str, str]:
@@ -161,8 +158,9 @@ def header_kid(token: str) -> str:
     return jws.extract_compact(token.encode()).headers()["kid"]
 
 
-def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
+def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path, monkeypatch):
     provider = make_provider()
+    clock = keyring_clock(provider, monkeypatch)
     client_id, secret, redirect = provider.add_client(trusted=True)
     national_id, mobile = provider.add_citizen()
     browser = provider.flow()
@@ -188,7 +186,8 @@ def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
     assert out.returncode == 0, out.stderr
     created = {r["alg"]: r["kid"] for r in json.loads(out.stdout)}
     assert set(created) == {"RS256", "ES256"}
-    assert wait_until(lambda: set(created.values()) <= jwks_kids(provider), timeout=keys.RELOAD_SECONDS + 10)
+    clock.advance(keys.RELOAD_SECONDS)
+    assert set(created.values()) <= jwks_kids(provider)
     during = exchange_tokens(provider, browser, client_id, secret, redirect)
     assert header_kid(during["id_token"]) == old_id_kid and header_kid(during["access_token"]) == old_at_kid
 
@@ -213,7 +212,8 @@ def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
         after.update(exchange_tokens(provider, browser, client_id, secret, redirect))
         return header_kid(after["id_token"]) == created["RS256"]
 
-    assert eventually(signs_with_new_keys)
+    clock.advance(keys.RELOAD_SECONDS)
+    assert signs_with_new_keys()
     assert header_kid(after["access_token"]) == created["ES256"]
 
     # Tokens signed before the promotion still verify: their keys are retired but published.
@@ -235,17 +235,20 @@ def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
     assert out.returncode == 0, out.stderr
     removed = {r["kid"] for r in json.loads(out.stdout) if r["action"] == "removed"}
     assert removed == {old_id_kid, old_at_kid}
-    assert wait_until(lambda: not removed & jwks_kids(provider), timeout=keys.RELOAD_SECONDS + 10)
+    clock.advance(keys.RELOAD_SECONDS)
+    assert not removed & jwks_kids(provider)
 
 
-def test_cli_force_promotes_at_once(make_provider, tmp_path):
+def test_cli_force_promotes_at_once(make_provider, tmp_path, monkeypatch):
     provider = make_provider()
+    clock = keyring_clock(provider, monkeypatch)
     old = jwks_kids(provider)
     out = run_idp(operator_env(provider, tmp_path), "keys", "rotate", "--force", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     promoted = {r["kid"] for r in rows if r["action"] == "promoted"}
     assert len(promoted) == 2 and {r["kid"] for r in rows if r["action"] == "retired"} == old
-    assert wait_until(lambda: jwks_kids(provider) == old | promoted, timeout=keys.RELOAD_SECONDS + 10)
+    clock.advance(keys.RELOAD_SECONDS)
+    assert jwks_kids(provider) == old | promoted
     out = run_idp(operator_env(provider, tmp_path), "keys", "list")
     assert out.returncode == 0 and "retired" in out.stdout and "active" in out.stdout, out.stderr
