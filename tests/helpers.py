@@ -66,7 +66,7 @@ class Outbox:
 
     def settle(self, seconds: float = 0.3) -> None:
         """Give queued messages time to land before asserting that none was sent."""
-        time.sleep(seconds)
+        time.sleep(seconds)  # real time: the SMS sender is the provider's own background thread; nothing to wait on
 
 
 def form_fields(html: str) -> dict[str, str]:
@@ -204,7 +204,7 @@ def wait_until(predicate, timeout: float = 5.0):
     while time.monotonic() < end:
         if predicate():
             return True
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling interval; the condition comes from another thread or process
     return False
 
 

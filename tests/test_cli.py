@@ -115,7 +115,7 @@ def test_serve_runs_on_postgres_and_redis(env, tmp_path, postgres_url, redis_url
                 break
             except requests.ConnectionError:
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read().decode()
-                time.sleep(0.3)
+                time.sleep(0.3)  # real time: `idp serve` is a separate process starting up
         assert r.status_code == 200 and r.json()["issuer"] == f"http://127.0.0.1:{port}"
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
     finally:

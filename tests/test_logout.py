@@ -347,7 +347,7 @@ def test_undelivered_logouts_survive_a_restart(provider, receiver):
     backchannel.stop_worker(provider.app)  # this "process" goes away before it delivers
     try:
         assert browser.get(logout_url(provider, id_token_hint=id_token)).status_code == 200
-        time.sleep(0.5)
+        time.sleep(0.5)  # real time: shows that no other thread delivers after the worker stopped
         assert receiver.posts == []
         [row] = deliveries(provider, sid=claims["sid"])
         assert row["delivered_at"] is None and row["attempts"] == 0

@@ -109,7 +109,7 @@ class Node:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"idp serve on {self.port} did not start:\n{self.log_text()[-3000:]}")
-            time.sleep(0.2)
+            time.sleep(0.2)  # polling a separate `idp serve` process until it listens
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -431,7 +431,7 @@ def test_a_key_rotated_on_one_node_is_used_by_both(two_nodes):
 
     from idp.platform.keys import RELOAD_SECONDS
 
-    time.sleep(RELOAD_SECONDS + 0.5)  # every worker of every node looks at the directory again by then
+    time.sleep(RELOAD_SECONDS + 0.5)  # real time: every worker of every node (separate processes) looks again by then
     for node in (a, b):
         published = {k["kid"] for k in node.session().get(f"{node.url}/jwks", timeout=10).json()["keys"]}
         assert set(promoted.values()) <= published and before <= published, "old keys stay published (retired)"
