@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +17,7 @@ import redis as redis_lib
 from idp import create_app
 from idp.platform.settings import load_settings
 
-from .helpers import FlowClient, Outbox
+from .helpers import FlowClient, Outbox, ServedApp, free_port, running_gateway
 
 PG_ADMIN_URL = os.environ.get("IDP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("IDP_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -35,12 +33,6 @@ def need(service: str, reason: str):
     if IN_CI:
         pytest.fail(f"{service} is required under CI=true: {reason}")
     pytest.skip(f"{service} not available: {reason}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -84,17 +76,13 @@ def make_settings(tmp: Path, database_url: str, store_url: str, port: int, **ext
     return load_settings(None, env={}, overrides=overrides)
 
 
-class LiveProvider:
+class LiveProvider(ServedApp):
     """The provider served over HTTP on loopback from a background thread."""
 
     def __init__(self, app, settings):
-        from werkzeug.serving import make_server
-
-        self.app, self.settings = app, settings
+        self.settings = settings
         host, port = settings.server.bind.split(":")
-        self.server = make_server(host, int(port), app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(app, int(port), host)
         self.url = settings.server.issuer
         self.outbox = Outbox(Path(settings.sms.outbox))
 
@@ -128,8 +116,7 @@ class LiveProvider:
         from idp.protocol import backchannel
 
         backchannel.stop_worker(self.app)  # its database goes away with the test
-        self.server.shutdown()
-        self.thread.join(5)
+        super().stop()
 
 
 def start_provider(tmp: Path, database_url: str, store_url: str, **extra) -> LiveProvider:
@@ -208,6 +195,13 @@ def make_provider(tmp_path_factory, redis_url):
     yield make
     for live in started:
         live.stop()
+
+
+@pytest.fixture()
+def gateway():
+    """A scripted SMS gateway on loopback (helpers.Gateway)."""
+    with running_gateway() as gw:
+        yield gw
 
 
 def _reset_postgres(url: str) -> None:

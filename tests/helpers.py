@@ -1,4 +1,6 @@
-"""A browser-like HTTP client that walks the login, and readers for the SMS outbox."""
+"""What the tests share: a browser-like HTTP client that walks the login, readers for the SMS
+outbox, a scripted SMS gateway, loopback servers (agencies, logout receivers), the `idp` command
+runner and a controllable clock."""
 from __future__ import annotations
 
 import base64
@@ -6,8 +8,12 @@ import hashlib
 import json
 import re
 import secrets
+import socket
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +22,21 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def b64(data: bytes | dict) -> str:
+    """base64url without padding (JOSE); a dict is its compact JSON first."""
+    if isinstance(data, dict):
+        data = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -45,7 +66,7 @@ class Outbox:
 
     def settle(self, seconds: float = 0.3) -> None:
         """Give queued messages time to land before asserting that none was sent."""
-        time.sleep(seconds)
+        time.sleep(seconds)  # real time: the SMS sender is the provider's own background thread; nothing to wait on
 
 
 def form_fields(html: str) -> dict[str, str]:
@@ -57,6 +78,11 @@ def form_fields(html: str) -> dict[str, str]:
             value = re.search(r'value="([^"]*)"', tag)
             fields[name] = unescape(value.group(1)) if value else ""
     return fields
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the page's form."""
+    return form_fields(html)["csrf_token"]
 
 
 def form_action(html: str, base: str) -> str:
@@ -130,6 +156,28 @@ class FlowClient:
         return requests.post(f"{self.provider.url}/token", data=data, auth=auth, timeout=10)
 
 
+def identify_page(browser: FlowClient, client_id: str, redirect: str) -> requests.Response:
+    """A new authorization request, stopped at the login form (national ID + mobile)."""
+    page = browser.start(client_id, redirect)
+    assert page.status_code == 200 and 'name="national_id"' in page.text, page.text[:300]
+    return page
+
+
+def code_page(provider, browser: FlowClient, client: tuple, citizen: tuple[str, str],
+              wait_for_code: bool = True) -> tuple[requests.Response, str | None]:
+    """The one-time code form after the login form, and the code texted for it (None when not
+    ``wait_for_code``: a pair that is not registered gets the same page but no SMS)."""
+    national_id, mobile = citizen
+    page = identify_page(browser, client[0], client[2])
+    before = len(provider.outbox.messages(mobile_e164(mobile)))
+    answer = browser.submit(page, {"national_id": national_id, "mobile": mobile})
+    assert answer.status_code == 303, (answer.status_code, answer.text[:300])
+    page = browser.follow(answer, client[2])
+    assert 'name="otp"' in page.text, page.text[:300]
+    code = provider.outbox.last_code(mobile_e164(mobile), after=before) if wait_for_code else None
+    return page, code
+
+
 def redirect_params(response: requests.Response, redirect_uri: str) -> dict[str, str]:
     """The query parameters of a redirect to the client."""
     assert response.is_redirect, f"expected a redirect, got {response.status_code}: {response.text[:300]}"
@@ -156,8 +204,66 @@ def wait_until(predicate, timeout: float = 5.0):
     while time.monotonic() < end:
         if predicate():
             return True
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling interval; the condition comes from another thread or process
     return False
+
+
+class Clock:
+    """``time.time()`` as some idp modules read it, moved forward by the test instead of sleeping.
+
+    The in-process provider reads the clock through each module's ``time`` name; the modules
+    given here see a ``time`` whose ``time()`` is the real one plus ``offset`` (everything else,
+    ``monotonic`` and ``sleep`` included, is the real module). Redis TTLs are not affected: expire
+    such keys with :func:`end_cooloffs` and the like."""
+
+    def __init__(self, monkeypatch, *modules):
+        self.offset = 0.0
+        shifted = _ShiftedTime(self)
+        for module in modules:
+            monkeypatch.setattr(module, "time", shifted)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        """For code that takes its clock as an argument (``KeyRing(clock=...)``)."""
+        return time.monotonic() + self.offset
+
+
+class _ShiftedTime:
+    def __init__(self, clock: Clock):
+        self._clock = clock
+
+    def time(self) -> float:
+        return self._clock.time()
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def end_cooloffs(provider) -> int:
+    """End every cool-off of a provider now, as if their time had passed (they are Redis keys
+    with a TTL); returns how many there were."""
+    import redis
+
+    client = redis.Redis.from_url(provider.settings.store.url)
+    keys = list(client.scan_iter(match=f"{provider.settings.store.prefix}cool:*"))
+    return client.delete(*keys) if keys else 0
+
+
+def run_idp(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`idp ...` in its own process with exactly this environment, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def idp(provider, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`idp ...` as an operator runs it against a test provider: configured as the provider is
+    (its database and its store: a change made here is read by the running provider)."""
+    return run_idp(cli_env(provider), *args, timeout=timeout)
 
 
 def cli_env(provider) -> dict:
@@ -219,3 +325,105 @@ class LogoutReceiver:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class ServedApp:
+    """A WSGI app served on a loopback port from a background thread."""
+
+    def __init__(self, app, port: int, host: str = "127.0.0.1"):
+        from werkzeug.serving import make_server
+
+        self.app = app
+        self.server = make_server(host, port, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+class LiveAgency(ServedApp):
+    """One demo agency web app (clients/agency_web), registered as a client of the provider."""
+
+    def __init__(self, provider, kind: str, name: str):
+        from clients.agency_web import create_app as create_agency_web
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client_id, self.secret, redirect = provider.add_client(
+            name=name, redirect_uri=f"{self.url}/callback", post_logout_redirect_uris=[f"{self.url}/"])
+        assert redirect == f"{self.url}/callback"
+        super().__init__(create_agency_web({
+            "AGENCY_ISSUER": provider.url, "AGENCY_CLIENT_ID": self.client_id,
+            "AGENCY_CLIENT_SECRET": self.secret, "AGENCY_PORT": str(self.port), "AGENCY_KIND": kind,
+            "AGENCY_SECRET_KEY": secrets.token_hex(32),
+        }), self.port)
+
+
+class Gateway(ThreadingHTTPServer):
+    """An SMS gateway on 127.0.0.1: replies from a script, records every request."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _GatewayHandler)
+        self.script: list[tuple[int, dict | str, float]] = []
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def reply(self, *replies):
+        """Queue replies: (status, body) or (status, body, seconds to sleep first); the last one repeats."""
+        self.script = [r if len(r) == 3 else (*r, 0.0) for r in replies]
+
+    def handle_error(self, request, client_address):
+        pass  # a client that gave up on a slow reply closes the socket; nothing to report
+
+
+class _GatewayHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is visible
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self._serve()
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self._serve()
+
+    def _serve(self):
+        server: Gateway = self.server
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        record = {"method": self.command, "path": url.path, "query": parse_qs(url.query),
+                  "headers": dict(self.headers), "body": raw, "port": self.client_address[1]}
+        with server.lock:
+            server.requests.append(record)
+            status, body, delay = server.script[0] if len(server.script) == 1 else server.script.pop(0)
+        if delay:
+            time.sleep(delay)  # a slow gateway, as the sender's timeout sees it: real time on purpose
+        data = (json.dumps(body) if isinstance(body, dict) else body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def running_gateway():
+    """A :class:`Gateway` serving from a background thread until the block ends."""
+    gateway = Gateway()
+    thread = threading.Thread(target=gateway.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield gateway
+    finally:
+        gateway.shutdown()
+        gateway.server_close()

@@ -3,10 +3,8 @@ fingerprints instead of identifiers, and `idp audit tail` shows them."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from .helpers import cli_env, wait_until
+from .helpers import idp, wait_until
 
 
 def test_a_login_leaves_a_trail_without_identifiers(provider):
@@ -21,13 +19,14 @@ def test_a_login_leaves_a_trail_without_identifiers(provider):
     browser.follow(browser.submit(page, {"otp": code}), redirect)
 
     def events():
-        out = subprocess.run([sys.executable, "-m", "idp.cli", "audit", "tail", "-n", "50", "--json"],
-                             env=cli_env(provider), capture_output=True, text=True, timeout=60)
+        out = idp(provider, "audit", "tail", "-n", "50", "--json", timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    rows = []
-    assert wait_until(lambda: bool(rows.extend(events()) or True) and "code_sent" in {r["event"] for r in rows}, 10)
+    def code_sent() -> bool:  # the sender thread records it after the answer
+        return "code_sent" in {r["event"] for r in events()}
+
+    assert wait_until(code_sent, 10)
     mine = [r for r in events() if r["client_id"] == client_id or r["event"] == "code_sent"]
     kinds = [r["event"] for r in mine]
     for expected in ("login_started", "otp_wrong", "login_succeeded", "code_sent"):

@@ -12,12 +12,7 @@ import time
 import pytest
 import requests
 
-from .conftest import free_port
-
-
-def run(env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+from .helpers import free_port, run_idp
 
 
 @pytest.fixture()
@@ -30,30 +25,30 @@ def env(tmp_path) -> dict:
 
 
 def test_operator_session(env, tmp_path):
-    assert run(env, "db", "upgrade").returncode == 0
-    out = run(env, "keys", "generate", "--json")
+    assert run_idp(env, "db", "upgrade").returncode == 0
+    out = run_idp(env, "keys", "generate", "--json")
     assert out.returncode == 0, out.stderr
     made = json.loads(out.stdout)
     assert {k["alg"] for k in made} == {"RS256", "ES256"}
     for key in made:
         mode = stat.S_IMODE((tmp_path / "keys" / f"{key['kid']}.json").stat().st_mode)
         assert mode == 0o600
-    listed = json.loads(run(env, "keys", "list", "--json").stdout)
+    listed = json.loads(run_idp(env, "keys", "list", "--json").stdout)
     assert {k["kid"] for k in listed} == {k["kid"] for k in made}
 
-    out = run(env, "clients", "add", "--name", "Report cards", "--redirect-uri", "https://school.example.ir/cb",
+    out = run_idp(env, "clients", "add", "--name", "Report cards", "--redirect-uri", "https://school.example.ir/cb",
               "--scope", "openid profile", "--trusted", "--json")
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
     assert created["client_id"] and len(created["client_secret"]) >= 40
-    public = json.loads(run(env, "clients", "add", "--name", "App", "--redirect-uri", "http://127.0.0.1:7/cb",
+    public = json.loads(run_idp(env, "clients", "add", "--name", "App", "--redirect-uri", "http://127.0.0.1:7/cb",
                             "--public", "--json").stdout)
     assert public["client_secret"] is None
-    listed = json.loads(run(env, "clients", "list", "--json").stdout)
+    listed = json.loads(run_idp(env, "clients", "list", "--json").stdout)
     assert [c["client_id"] for c in listed] == [created["client_id"], public["client_id"]]
     assert created["client_secret"] not in (tmp_path / "idp.db").read_bytes().decode("latin-1")
 
-    out = run(env, "citizens", "add", "--national-id", "۰۰۱۲۳۴۵۶۷۹", "--mobile", "09121234567",
+    out = run_idp(env, "citizens", "add", "--national-id", "۰۰۱۲۳۴۵۶۷۹", "--mobile", "09121234567",
               "--birth-date", "1990-01-01", "--given-name", "سارا", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"national_id": "0012345679", "mobile": "+989121234567",
@@ -66,13 +61,13 @@ def test_operator_session(env, tmp_path):
                         "0034567895,09129876543,1962-12-30,مریم,کریمی\n"
                         "0034567895,09129876543,1962-12-30,dup,row\n"
                         "0012345679,09120000000,1990-01-01,سارا,نو\n", encoding="utf-8")
-    out = run(env, "citizens", "import", str(csv_file), "--json")
+    out = run_idp(env, "citizens", "import", str(csv_file), "--json")
     assert out.returncode == 3, out.stderr  # rows were rejected; the valid ones are loaded
     report = json.loads(out.stdout)
     assert report["loaded"] == 3 and report["rejected"] == 3
     assert {r["line"] for r in report["rejections"]} == {3, 4, 6}
 
-    stats = json.loads(run(env, "stats", "--json").stdout)
+    stats = json.loads(run_idp(env, "stats", "--json").stdout)
     assert stats["unique_adults"] == 0 and stats["adult_population"] == 3 and stats["coverage_percent"] == 0
 
 
@@ -89,8 +84,8 @@ def test_operator_session(env, tmp_path):
     (("serve",), {"IDP_SERVER_ISSUER": "http://login.example.ir"}, "[server] issuer: must be https"),
 ])
 def test_errors_are_one_line_and_nonzero(env, args, env_extra, message):
-    assert run(env, "db", "upgrade").returncode == 0
-    out = run({**env, **env_extra}, *args)
+    assert run_idp(env, "db", "upgrade").returncode == 0
+    out = run_idp({**env, **env_extra}, *args)
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
@@ -108,8 +103,8 @@ def test_serve_runs_on_postgres_and_redis(env, tmp_path, postgres_url, redis_url
     prod = {**env, "IDP_DATABASE_URL": postgres_url, "IDP_STORE_URL": redis_url,
             "IDP_STORE_PREFIX": f"idpserve{port}:", "IDP_SERVER_BIND": f"127.0.0.1:{port}",
             "IDP_SERVER_ISSUER": f"http://127.0.0.1:{port}", "IDP_SERVER_WORKERS": "2", "IDP_LIMITS_ENABLED": "false"}
-    assert run(prod, "db", "upgrade").returncode == 0
-    assert run(prod, "keys", "generate").returncode == 0
+    assert run_idp(prod, "db", "upgrade").returncode == 0
+    assert run_idp(prod, "keys", "generate").returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "idp.cli", "serve"], env=prod, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -120,7 +115,7 @@ def test_serve_runs_on_postgres_and_redis(env, tmp_path, postgres_url, redis_url
                 break
             except requests.ConnectionError:
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read().decode()
-                time.sleep(0.3)
+                time.sleep(0.3)  # real time: `idp serve` is a separate process starting up
         assert r.status_code == 200 and r.json()["issuer"] == f"http://127.0.0.1:{port}"
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
     finally:

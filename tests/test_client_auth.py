@@ -3,24 +3,23 @@ on SQLite and PostgreSQL, with keys registered inline or fetched from a jwks_uri
 client commands (show, rotate-secret, disable, enable) against the provider's own database."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from .helpers import cli_env, redirect_params, verify_id_token
+from .helpers import b64, idp, redirect_params, run_idp, verify_id_token
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -34,10 +33,6 @@ def new_key(kind: str = "RSA"):
 
 def public_jwks(*keys) -> dict:
     return {"keys": [{**k.as_dict(private=False), "kid": k.kid, "use": "sig"} for k in keys]}
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def claims_for(client_id: str, aud, exp_in: int = 60, **changes) -> dict:
@@ -82,7 +77,13 @@ def next_code(browser, client_id: str, redirect: str) -> str:
 
 
 def assert_invalid_client(response: requests.Response) -> None:
-    assert response.status_code in (400, 401), response.text
+    """RFC 6749 §5.2: a failed client assertion (private_key_jwt) is a 400; any other client that
+    failed to authenticate is a 401 with a Basic challenge (the endpoint accepts client_secret_basic)."""
+    body = response.request.body or ""
+    body = body.decode() if isinstance(body, bytes) else body
+    assertion = "client_assertion" in parse_qs(body)
+    assert response.status_code == (400 if assertion else 401), (assertion, response.status_code, response.text)
+    assert ("WWW-Authenticate" in response.headers) == (not assertion), response.headers
     assert response.json()["error"] == "invalid_client", response.text
 
 
@@ -154,8 +155,7 @@ def test_bad_assertions_are_invalid_client(provider):
     }
     for reason, value in bad.items():
         response = token_request(provider, browser, redirect, code, value)
-        assert response.status_code in (400, 401), f"{reason}: {response.text}"
-        assert response.json()["error"] == "invalid_client", f"{reason}: {response.text}"
+        assert_invalid_client(response)
     # None of that consumed the code.
     response = token_request(provider, browser, redirect, code, assertion(provider, client_id, key))
     assert response.status_code == 200, response.text
@@ -251,16 +251,8 @@ def test_jwks_uri_keys_and_one_refetch_on_unknown_kid(provider):
 
 # ---- the operator's commands -------------------------------------------------------------------
 
-def idp(provider, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    """`idp ...` in its own process, configured as the provider is (its database and its store:
-    a client changed here is read again by the running provider at its next request)."""
-    env = cli_env(provider) | {"HOME": str(tmp_path), "IDP_SMS_OUTBOX": str(tmp_path / "outbox.jsonl")}
-    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
-
-
 def idp_json(provider, tmp_path, *args: str):
-    out = idp(provider, tmp_path, *args, "--json")
+    out = idp(provider, *args, "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -276,7 +268,7 @@ def test_cli_registers_shows_rotates_disables_and_enables(provider, tmp_path):
     key = new_key("EC")
     jwks_file = tmp_path / "agency-jwks.json"
     jwks_file.write_text(json.dumps(public_jwks(key)))
-    out = idp(provider, tmp_path, "clients", "add", "--name", "Customs", "--redirect-uri",
+    out = idp(provider, "clients", "add", "--name", "Customs", "--redirect-uri",
               "http://127.0.0.1:9/customs/cb", "--auth-method", "private_key_jwt", "--jwks", str(jwks_file),
               "--backchannel-logout-uri", "https://customs.example.ir/bcl", "--allow-national-id", "--trusted",
               "--sector", "customs.example.ir", "--json")
@@ -293,22 +285,22 @@ def test_cli_registers_shows_rotates_disables_and_enables(provider, tmp_path):
     assert meta["allow_national_id"] is True and "national_id" in meta["scope"].split()
     assert meta["sector_identifier"] == "customs.example.ir"
     assert "hash" not in json.dumps(shown)
-    one_line_error(idp(provider, tmp_path, "clients", "rotate-secret", client_id), "not a secret")
+    one_line_error(idp(provider, "clients", "rotate-secret", client_id), "not a secret")
 
     # The client works; disabled, it is unknown to the token endpoint; enabled, it works again.
     browser = provider.flow()
     redirect = "http://127.0.0.1:9/customs/cb"
     code = first_code(provider, browser, client_id, redirect)
-    assert idp(provider, tmp_path, "clients", "disable", client_id).returncode == 0
+    assert idp(provider, "clients", "disable", client_id).returncode == 0
     assert idp_json(provider, tmp_path, "clients", "show", client_id)["disabled_at"]
     assert_invalid_client(token_request(provider, browser, redirect, code, assertion(provider, client_id, key)))
-    assert idp(provider, tmp_path, "clients", "enable", client_id).returncode == 0
+    assert idp(provider, "clients", "enable", client_id).returncode == 0
     response = token_request(provider, browser, redirect, code, assertion(provider, client_id, key))
     assert response.status_code == 200, response.text
 
     # A secret client: rotate-secret prints a new secret once; the old one stops working.
     secret_id, old_secret, secret_redirect = provider.add_client(trusted=True)
-    out = idp(provider, tmp_path, "clients", "rotate-secret", secret_id, "--json")
+    out = idp(provider, "clients", "rotate-secret", secret_id, "--json")
     assert out.returncode == 0, out.stderr
     new_secret = json.loads(out.stdout)["client_secret"]
     assert len(new_secret) >= 40 and new_secret != old_secret
@@ -319,8 +311,8 @@ def test_cli_registers_shows_rotates_disables_and_enables(provider, tmp_path):
     response = browser.exchange(secret_id, new_secret, secret_redirect, code)
     assert response.status_code == 200, response.text
 
-    one_line_error(idp(provider, tmp_path, "clients", "show", "no-such-client"), "no such client")
-    one_line_error(idp(provider, tmp_path, "clients", "disable", "no-such-client"), "no such client")
+    one_line_error(idp(provider, "clients", "show", "no-such-client"), "no such client")
+    one_line_error(idp(provider, "clients", "disable", "no-such-client"), "no such client")
 
 
 @pytest.mark.parametrize("args,message", [
@@ -336,9 +328,7 @@ def test_cli_registration_errors_are_one_line(tmp_path, args, message):
     args = tuple(str(private) if a == "{private}" else a for a in args)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "IDP_SERVER_SECRET_KEY": "t" * 48,
            "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}", "IDP_KEYS_DIR": str(tmp_path / "keys")}
-    out = subprocess.run([sys.executable, "-m", "idp.cli", "clients", "add", "--name", "X", "--redirect-uri",
-                          "https://a.example.ir/cb", *args], env=env, capture_output=True, text=True, timeout=120,
-                         stdin=subprocess.DEVNULL)
+    out = run_idp(env, "clients", "add", "--name", "X", "--redirect-uri", "https://a.example.ir/cb", *args)
     one_line_error(out, message)
 
 

@@ -6,22 +6,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import subprocess
-import sys
 import time
 
 import requests
 
 from idp.citizens.national_id import make_national_id
 
-from .helpers import cli_env, form_fields, redirect_params
+from .helpers import form_fields, idp, redirect_params
 
 APPROVE = 'name="decision" value="approve"'
-
-
-def _cli(provider, *args):
-    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=cli_env(provider),
-                          capture_output=True, text=True, timeout=60)
 
 
 def _citizen_id(provider, national_id: str) -> int:
@@ -303,31 +296,31 @@ def test_cli_lists_and_revokes(provider):
 
         consent.grant(citizen_id, client_id, "openid profile")
 
-    out = _cli(provider, "consents", "list", "--national-id", national_id, "--json")
+    out = idp(provider, "consents", "list", "--national-id", national_id, "--json")
     assert out.returncode == 0, out.stderr
     [row] = json.loads(out.stdout)
     assert row["client_id"] == client_id and row["name_fa"] == "بانک ملت" and row["scope"] == "openid profile"
-    text = _cli(provider, "consents", "list", "--national-id", national_id)
+    text = idp(provider, "consents", "list", "--national-id", national_id)
     assert text.returncode == 0 and client_id in text.stdout and "openid profile" in text.stdout
 
     stranger = make_national_id(f"{secrets.randbelow(10**9):09d}")
     for args, why in (((national_id, "no-such-client"), "no client"),
                       ((stranger, client_id), "no citizen"),
                       (("12345", client_id), "not a valid national ID")):
-        bad = _cli(provider, "consents", "revoke", "--national-id", args[0], "--client", args[1])
+        bad = idp(provider, "consents", "revoke", "--national-id", args[0], "--client", args[1])
         assert bad.returncode != 0 and why in bad.stderr, (args, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
 
-    done = _cli(provider, "consents", "revoke", "--national-id", national_id, "--client", client_id, "--json")
+    done = idp(provider, "consents", "revoke", "--national-id", national_id, "--client", client_id, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"client_id": client_id, "withdrawn": True}
     with provider.app.app_context():
         from idp.protocol import consent
 
         assert consent.granted(citizen_id) == []
-    again = _cli(provider, "consents", "revoke", "--national-id", national_id, "--client", client_id)
+    again = idp(provider, "consents", "revoke", "--national-id", national_id, "--client", client_id)
     assert again.returncode != 0 and "no consent" in again.stderr
-    empty = _cli(provider, "consents", "list", "--national-id", national_id, "--json")
+    empty = idp(provider, "consents", "list", "--national-id", national_id, "--json")
     assert empty.returncode == 0 and json.loads(empty.stdout) == []
     assert any(e["client_id"] == client_id and e["details"].get("via") == "cli"
                for e in _audit(provider, "consent_withdrawn"))

@@ -87,14 +87,10 @@ def test_minor_is_counted_at_first_login_as_an_adult(provider):
 
 def test_stats_command_reports_the_total(provider, tmp_path):
     import json
-    import subprocess
-    import sys
 
-    from .helpers import cli_env
+    from .helpers import idp
 
-    env = cli_env(provider)
-    out = subprocess.run([sys.executable, "-m", "idp.cli", "stats", "--json"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = idp(provider, "stats", "--json", timeout=60)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     with provider.app.app_context():

@@ -10,44 +10,16 @@ agency API (clients/agency_api).
 from __future__ import annotations
 
 import re
-import secrets
-import threading
 from html import unescape
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from clients.agency_api import create_app as create_agency_api
-from clients.agency_web import create_app as create_agency_web
 from clients.agency_web import views as agency_views
 
-from .conftest import free_port
-from .helpers import form_action, form_fields, mobile_e164
-
-
-class LiveAgency:
-    """One agency_web app served on loopback from a background thread."""
-
-    def __init__(self, provider, kind: str, name: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client_id, self.secret, redirect = provider.add_client(
-            name=name, redirect_uri=f"{self.url}/callback", post_logout_redirect_uris=[f"{self.url}/"])
-        assert redirect == f"{self.url}/callback"
-        self.app = create_agency_web({
-            "AGENCY_ISSUER": provider.url, "AGENCY_CLIENT_ID": self.client_id,
-            "AGENCY_CLIENT_SECRET": self.secret, "AGENCY_PORT": str(self.port), "AGENCY_KIND": kind,
-            "AGENCY_SECRET_KEY": secrets.token_hex(32),
-        })
-        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.thread.join(5)
+from .helpers import LiveAgency, form_action, form_fields, mobile_e164
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,15 @@ import redis as redis_lib
 import requests
 
 from .conftest import GENEROUS_IP_LIMITS, need
-from .helpers import FlowClient, form_fields, redirect_params, verify_id_token, wait_until
+from .helpers import FlowClient, form_fields, free_port, redirect_params, verify_id_token, wait_until
 from .test_multinode import (
     Deployment,
     assert_no_tracebacks,
     create_database,
     exchange,
-    free_port,
     login_for_code,
     token_request,
 )
-from .test_sms_gateways import Gateway
 
 UNAVAILABLE_FA = "موقتاً در دسترس نیست"
 UNAVAILABLE_EN = "Temporarily unavailable"
@@ -210,7 +208,7 @@ class Background:
                 self.statuses.append((name, call().status_code))
             except requests.RequestException as exc:
                 self.errors.append(f"{name}: {exc.__class__.__name__}")
-            time.sleep(0.01)
+            time.sleep(0.01)  # paces the load on a real `idp serve` process
 
     def __enter__(self):
         for t in self.threads:
@@ -306,7 +304,7 @@ def test_postgres_restart_gives_503_for_the_moment_and_recovers_without_a_restar
             # 2. Down for a while: clean 503s, a page for people and JSON for the protocol.
             waiting, code_page, otp = _to_code_page(node, client, national_id, mobile)
             private_postgres.stop()
-            time.sleep(0.5)
+            time.sleep(0.5)  # real time: the outage must be seen by a separate `idp serve` process and its pool
             _assert_unavailable_page(waiting.submit(code_page, {"otp": otp}))
             newcomer = node.flow()
             page = newcomer.start(client[0], client[2])  # clients may be cached: the form may still show
@@ -318,7 +316,7 @@ def test_postgres_restart_gives_503_for_the_moment_and_recovers_without_a_restar
                                     refresh_token=tokens["refresh_token"])
             _assert_unavailable_json(refresh)
             assert requests.get(f"{node.url}/healthz", timeout=10).status_code == 503
-            time.sleep(1)
+            time.sleep(1)  # real time: PostgreSQL stays down while the separate node keeps answering
 
             private_postgres.start()
             # 3. Back at once, in the same processes.
@@ -330,7 +328,7 @@ def test_postgres_restart_gives_503_for_the_moment_and_recovers_without_a_restar
             assert refreshed.status_code == 200, refreshed.text
             again, params = login_for_code(node, client, national_id, mobile)
             assert exchange(node, client, again, params["code"]).status_code == 200
-            time.sleep(0.5)
+            time.sleep(0.5)  # real time: the node's pool settles after PostgreSQL is back
 
         statuses = {status for _, status in load.statuses}
         assert load.statuses and not load.errors, load.errors[:5]
@@ -346,14 +344,6 @@ def test_postgres_restart_gives_503_for_the_moment_and_recovers_without_a_restar
 
 
 # ---- a slow SMS gateway -----------------------------------------------------------------------------
-
-@pytest.fixture()
-def gateway():
-    gw = Gateway()
-    threading.Thread(target=gw.serve_forever, daemon=True).start()
-    yield gw
-    gw.shutdown()
-
 
 def test_a_gateway_slower_than_the_timeout_gives_a_clear_page_and_keeps_the_challenge(make_provider, gateway):
     import json
@@ -494,9 +484,9 @@ def test_workers_killed_mid_request_leave_no_partial_write(tmp_path, fresh_datab
             t.start()
         killed: set[int] = set()
         try:
-            time.sleep(1.0)
+            time.sleep(1.0)  # real time: the load reaches the workers of a real `idp serve` before kills
             for _ in range(KILLS):
-                time.sleep(random.uniform(0.3, 1.2))
+                time.sleep(random.uniform(0.3, 1.2))  # real time: workers are killed at random moments of real load
                 victims = [w for w in node.workers() if w not in killed]
                 if victims:
                     victim = random.choice(victims)
@@ -517,7 +507,7 @@ def test_workers_killed_mid_request_leave_no_partial_write(tmp_path, fresh_datab
         assert outcomes["ok"] > 0, outcomes
 
         # After the dust settles (queued SMS of killed workers are simply lost), nothing is half done...
-        time.sleep(0.5)
+        time.sleep(0.5)  # real time: killed workers' in-flight work settles in other processes
         _invariants(dep)
         # ...and service continues on the new workers.
         national_id, mobile = dep.add_citizen()

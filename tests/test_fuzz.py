@@ -43,7 +43,7 @@ from idp.citizens.national_id import (
 )
 
 from .conftest import sqlite_provider
-from .helpers import form_fields, pkce_pair
+from .helpers import csrf_token, form_fields, pkce_pair
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -636,10 +636,6 @@ def _form_post(provider, browser, page, path: str, pairs, data, cookies: bool) -
     return raw(provider, "POST", target, headers, body)
 
 
-def _csrf(page) -> str:
-    return form_fields(page.text)["csrf_token"]
-
-
 @pytest.fixture(scope="module")
 def identify_page(provider, agency):
     return _paused(provider, agency[0], agency[2])
@@ -650,7 +646,7 @@ def identify_page(provider, agency):
 def test_login_form_refuses_hostile_input_with_a_page(provider, agency, citizen, identify_page, data, cookies):
     browser, page = identify_page
     national_id, mobile = citizen
-    base = [("csrf_token", _csrf(page)),
+    base = [("csrf_token", csrf_token(page.text)),
             ("national_id", data.draw(st.sampled_from([national_id, make_national_id("987654321"), "1"]))),
             ("mobile", data.draw(st.sampled_from([mobile, "09121234567", ""])))]
     pairs = data.draw(mutated(base, ("csrf_token", "national_id", "mobile", "method")))
@@ -692,7 +688,7 @@ def code_page_state(provider, agency):
 @given(data=st.data(), cookies=st.booleans())
 def test_resend_refuses_hostile_input_with_a_page(provider, code_page_state, data, cookies):
     browser, code_page = code_page_state
-    pairs = data.draw(mutated([("csrf_token", _csrf(code_page))], ("csrf_token", "otp", "r")))
+    pairs = data.draw(mutated([("csrf_token", csrf_token(code_page.text))], ("csrf_token", "otp", "r")))
     answer = _form_post(provider, browser, code_page, "/login/resend", pairs, data, cookies)
     assert_page(answer, provider)
 
@@ -715,7 +711,7 @@ def consent_state(provider, agency):
 def test_consent_page_refuses_hostile_input_with_a_page(provider, consent_state, data, method, cookies):
     browser, page, redirect = consent_state
     decision = data.draw(st.one_of(hostile_value, st.sampled_from(["approve", "deny"])))
-    csrf = data.draw(st.one_of(hostile_value, st.just(_csrf(page))))
+    csrf = data.draw(st.one_of(hostile_value, st.just(csrf_token(page.text))))
     pairs = data.draw(mutated([("csrf_token", csrf), ("decision", decision)], ("csrf_token", "decision")))
     if method == "GET":
         answer = raw(provider, "GET", b"/consent?" + data.draw(encoded(pairs)),
@@ -737,7 +733,7 @@ def logout_browser(provider, agency):
     id_token = browser.exchange(client_id, secret, redirect, result["code"]).json()["id_token"]
     confirm = browser.get(f"{provider.url}/logout?client_id={client_id}")
     assert 'name="confirm"' in confirm.text
-    return browser, id_token, _csrf(confirm)
+    return browser, id_token, csrf_token(confirm.text)
 
 
 @FUZZ
@@ -776,7 +772,7 @@ ACCOUNT_PATHS = ["/account", "/account/authenticator", "/account/services", "/ac
 def test_account_pages_refuse_hostile_input_with_a_page(provider, signed_in, agency, data, path, method, cookies):
     browser = signed_in[0]
     account = browser.get(f"{provider.url}/account/services")
-    csrf = _csrf(account) if 'name="csrf_token"' in account.text else "none"
+    csrf = csrf_token(account.text) if 'name="csrf_token"' in account.text else "none"
     base = [("csrf_token", csrf), ("otp", "123456"), ("client_id", "not-a-client")]
     pairs = data.draw(mutated(base, ("csrf_token", "otp", "client_id", "enrolled", "withdrawn")))
     headers = (cookies_of(browser) if cookies else []) + data.draw(extra_headers)

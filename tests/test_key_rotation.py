@@ -9,9 +9,6 @@ import datetime as dt
 import json
 import os
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from clients.jwt_verify import AccessTokenVerifier
 from idp.platform import keys
 from idp.platform.keyring import KeyRing
 
-from .helpers import redirect_params, verify_id_token, wait_until
+from .helpers import Clock, redirect_params, run_idp, verify_id_token
 
 
 def backdate(directory, status: str, field: str, seconds: int) -> list[str]:
@@ -37,14 +34,12 @@ def backdate(directory, status: str, field: str, seconds: int) -> list[str]:
     return moved
 
 
-def eventually(predicate, timeout: float = keys.RELOAD_SECONDS + 10, every: float = 0.5) -> bool:
-    """Poll a (costly) predicate a few times a second: the provider looks at its keys every few seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
+def keyring_clock(provider, monkeypatch) -> Clock:
+    """The clock by which the running provider's key ring decides to look at its directory again
+    (at most every RELOAD_SECONDS): advanced by the test rather than waited for."""
+    clock = Clock(monkeypatch)
+    monkeypatch.setattr(provider.app.extensions["idp.keyring"], "_clock", clock.monotonic)
+    return clock
 
 
 def statuses(directory) -> dict[str, str]:
@@ -55,13 +50,12 @@ def jwks_kids(provider) -> set[str]:
     return {k["kid"] for k in requests.get(f"{provider.url}/jwks", timeout=10).json()["keys"]}
 
 
-def idp(provider, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    """`idp ...` as another process on the same keys directory (another node, or the operator)."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+def operator_env(provider, tmp_path) -> dict:
+    """The environment of `idp` as another process on the same keys directory (another node, or
+    the operator): not the provider's own settings."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
            "IDP_SERVER_SECRET_KEY": "t" * 48, "IDP_DATABASE_URL": provider.settings.database.url,
            "IDP_KEYS_DIR": provider.settings.keys.dir}
-    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
 
 
 # ---- the timeline, on a directory --------------------------------------------------------------
@@ -164,8 +158,9 @@ def header_kid(token: str) -> str:
     return jws.extract_compact(token.encode()).headers()["kid"]
 
 
-def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
+def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path, monkeypatch):
     provider = make_provider()
+    clock = keyring_clock(provider, monkeypatch)
     client_id, secret, redirect = provider.add_client(trusted=True)
     national_id, mobile = provider.add_citizen()
     browser = provider.flow()
@@ -187,26 +182,27 @@ def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
     assert len(fetches) == 1
 
     # Step 1 in another process: the next keys appear in the running provider's JWKS, unused.
-    out = idp(provider, tmp_path, "keys", "rotate", "--json")
+    out = run_idp(operator_env(provider, tmp_path), "keys", "rotate", "--json")
     assert out.returncode == 0, out.stderr
     created = {r["alg"]: r["kid"] for r in json.loads(out.stdout)}
     assert set(created) == {"RS256", "ES256"}
-    assert wait_until(lambda: set(created.values()) <= jwks_kids(provider), timeout=keys.RELOAD_SECONDS + 10)
+    clock.advance(keys.RELOAD_SECONDS)
+    assert set(created.values()) <= jwks_kids(provider)
     during = exchange_tokens(provider, browser, client_id, secret, redirect)
     assert header_kid(during["id_token"]) == old_id_kid and header_kid(during["access_token"]) == old_at_kid
 
     # Too early to promote: one line, non-zero, nothing changed.
-    out = idp(provider, tmp_path, "keys", "rotate")
+    out = run_idp(operator_env(provider, tmp_path), "keys", "rotate")
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "--force" in out.stderr and "Traceback" not in out.stderr
 
-    listed = json.loads(idp(provider, tmp_path, "keys", "list", "--json").stdout)
+    listed = json.loads(run_idp(operator_env(provider, tmp_path), "keys", "list", "--json").stdout)
     assert {r["status"] for r in listed} == {"active", "next"}
     assert all(r["promote_from"] for r in listed if r["status"] == "next")
 
     # Step 2, once the next keys have been published long enough (backdated here).
     backdate(provider.settings.keys.dir, "next", "published_at", keys.PUBLISH_WAIT + 1)
-    out = idp(provider, tmp_path, "keys", "rotate", "--json")
+    out = run_idp(operator_env(provider, tmp_path), "keys", "rotate", "--json")
     assert out.returncode == 0, out.stderr
     assert {(r["alg"], r["action"]) for r in json.loads(out.stdout)} >= {("RS256", "promoted"), ("ES256", "promoted")}
 
@@ -216,7 +212,8 @@ def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
         after.update(exchange_tokens(provider, browser, client_id, secret, redirect))
         return header_kid(after["id_token"]) == created["RS256"]
 
-    assert eventually(signs_with_new_keys)
+    clock.advance(keys.RELOAD_SECONDS)
+    assert signs_with_new_keys()
     assert header_kid(after["access_token"]) == created["ES256"]
 
     # Tokens signed before the promotion still verify: their keys are retired but published.
@@ -234,21 +231,24 @@ def test_running_provider_follows_a_cli_rotation(make_provider, tmp_path):
 
     # Once the tokens the old keys signed have expired, a run takes them out of the JWKS.
     backdate(provider.settings.keys.dir, "retired", "retired_at", 3600)
-    out = idp(provider, tmp_path, "keys", "rotate", "--json")
+    out = run_idp(operator_env(provider, tmp_path), "keys", "rotate", "--json")
     assert out.returncode == 0, out.stderr
     removed = {r["kid"] for r in json.loads(out.stdout) if r["action"] == "removed"}
     assert removed == {old_id_kid, old_at_kid}
-    assert wait_until(lambda: not removed & jwks_kids(provider), timeout=keys.RELOAD_SECONDS + 10)
+    clock.advance(keys.RELOAD_SECONDS)
+    assert not removed & jwks_kids(provider)
 
 
-def test_cli_force_promotes_at_once(make_provider, tmp_path):
+def test_cli_force_promotes_at_once(make_provider, tmp_path, monkeypatch):
     provider = make_provider()
+    clock = keyring_clock(provider, monkeypatch)
     old = jwks_kids(provider)
-    out = idp(provider, tmp_path, "keys", "rotate", "--force", "--json")
+    out = run_idp(operator_env(provider, tmp_path), "keys", "rotate", "--force", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     promoted = {r["kid"] for r in rows if r["action"] == "promoted"}
     assert len(promoted) == 2 and {r["kid"] for r in rows if r["action"] == "retired"} == old
-    assert wait_until(lambda: jwks_kids(provider) == old | promoted, timeout=keys.RELOAD_SECONDS + 10)
-    out = idp(provider, tmp_path, "keys", "list")
+    clock.advance(keys.RELOAD_SECONDS)
+    assert jwks_kids(provider) == old | promoted
+    out = run_idp(operator_env(provider, tmp_path), "keys", "list")
     assert out.returncode == 0 and "retired" in out.stdout and "active" in out.stdout, out.stderr

@@ -3,13 +3,12 @@ challenge; escalating cool-offs, never permanent; HMAC fingerprints as keys; aud
 from __future__ import annotations
 
 import re
-import time
 
 import redis
 import requests
 
 from .conftest import GENEROUS_IP_LIMITS
-from .helpers import FlowClient
+from .helpers import Clock, FlowClient, code_page, csrf_token, end_cooloffs
 
 
 class Browser(FlowClient):
@@ -29,12 +28,6 @@ def start_login(provider, browser, client, national_id, mobile):
     page = browser.start(client_id, redirect)
     assert 'name="national_id"' in page.text
     return browser.submit(page, {"national_id": national_id, "mobile": mobile}), page
-
-
-def code_page(provider, browser, client, national_id, mobile):
-    answer, _ = start_login(provider, browser, client, national_id, mobile)
-    assert answer.status_code == 303, answer.text[:300]
-    return browser.follow(answer, client[2])
 
 
 def wrong(code: str) -> str:
@@ -82,23 +75,28 @@ def test_per_ip_starts(make_provider):
     assert start_login(provider, other, client, national_id, mobile)[0].status_code == 303
 
 
-def test_resend_waits_then_sends_a_new_code_for_the_same_challenge(make_provider):
+def test_resend_waits_then_sends_a_new_code_for_the_same_challenge(make_provider, monkeypatch):
+    import idp.login.codes
+
+    clock = Clock(monkeypatch, idp.login.codes)
     provider = limited(make_provider, resend_after=2)
     client = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = Browser(provider, "10.3.0.1")
-    page = code_page(provider, browser, client, national_id, mobile)
-    first = provider.outbox.last_code(mobile)
-    assert 'data-seconds' in page.text or "resend" in page.text.lower()
-    too_soon = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
-                                 data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
-    assert too_soon.status_code == 429
-    time.sleep(2.1)
-    again = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
-                              data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
+    page, first = code_page(provider, browser, client, (national_id, mobile))
+    wait = re.search(r'data-seconds="(\d+)" data-enables="resend"', page.text)
+    assert wait and 1 <= int(wait.group(1)) <= 2, "the page counts down to the resend"
+    resend_url = f"{provider.url}/login/resend?{page.url.split('?')[1]}"
+    too_soon = browser.http.post(resend_url, data={"csrf_token": csrf_token(page.text)}, allow_redirects=False,
+                                 timeout=10)
+    assert too_soon.status_code == 429 and 'id="resend-wait"' in too_soon.text
+    assert len(provider.outbox.messages(mobile)) == 1
+    clock.advance(2.1)
+    again = browser.http.post(resend_url, data={"csrf_token": csrf_token(page.text)}, allow_redirects=False, timeout=10)
     assert again.status_code == 303
     second = provider.outbox.last_code(mobile, after=1)
     page = browser.follow(again, client[2])
+    assert 'data-enables="resend"' in page.text, "the new code starts a new wait"
     if first != second:
         assert browser.submit(page, {"otp": first}).status_code == 400, "the replaced code no longer works"
         page = browser.get(page.url)
@@ -106,29 +104,22 @@ def test_resend_waits_then_sends_a_new_code_for_the_same_challenge(make_provider
     assert done.is_redirect and done.headers["Location"].startswith(client[2])
 
 
-def _csrf(html: str) -> str:
-    from .helpers import form_fields
-
-    return form_fields(html)["csrf_token"]
-
-
 def test_wrong_codes_escalate_cooloffs_and_a_right_code_clears_them(make_provider):
     provider = limited(make_provider, failures_before_cooloff=2, cooloff_seconds="1,2", max_consecutive_failures=50)
     client = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = Browser(provider, "10.4.0.1")
-    page = code_page(provider, browser, client, national_id, mobile)
-    code = provider.outbox.last_code(mobile)
+    page, code = code_page(provider, browser, client, (national_id, mobile))
     assert browser.submit(page, {"otp": wrong(code)}).status_code == 400
     cool = browser.submit(page, {"otp": wrong(code)})
     assert cool.status_code == 429 and cool.headers["Retry-After"] == "1"
     refused = browser.submit(page, {"otp": code})
     assert refused.status_code == 429, "no code is checked during a cool-off, not even the right one"
-    time.sleep(1.1)
+    assert end_cooloffs(provider) == 1
     assert browser.submit(page, {"otp": wrong(code)}).status_code == 400
     cool = browser.submit(page, {"otp": wrong(code)})
     assert cool.status_code == 429 and cool.headers["Retry-After"] == "2"
-    time.sleep(2.1)
+    assert end_cooloffs(provider) == 1
     # The challenge has 1 try left (4 wrong so far): the right code gets in and clears the run.
     done = browser.follow(browser.submit(page, {"otp": code}), client[2])
     assert done.is_redirect
@@ -140,8 +131,7 @@ def test_failures_are_capped_per_citizen_but_not_forever(make_provider):
     client = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = Browser(provider, "10.5.0.1")
-    page = code_page(provider, browser, client, national_id, mobile)
-    code = provider.outbox.last_code(mobile)
+    page, code = code_page(provider, browser, client, (national_id, mobile))
     browser.submit(page, {"otp": wrong(code)})
     browser.submit(page, {"otp": wrong(code)})
     capped = browser.submit(page, {"otp": wrong(code)})
@@ -159,12 +149,12 @@ def test_a_stranger_with_a_wrong_mobile_cannot_lock_the_owner(make_provider):
     client = provider.add_client()
     national_id, mobile = provider.add_citizen()
     stranger = Browser(provider, "10.6.0.1")
-    page = code_page(provider, stranger, client, national_id, "+98935" + mobile[6:])
+    page, _ = code_page(provider, stranger, client, (national_id, "+98935" + mobile[6:]), wait_for_code=False)
     stranger.submit(page, {"otp": "123456"})
     assert stranger.submit(page, {"otp": "123457"}).status_code == 429  # the stranger's pair cools off
     owner = Browser(provider, "10.6.0.2")
-    page = code_page(provider, owner, client, national_id, mobile)
-    done = owner.follow(owner.submit(page, {"otp": provider.outbox.last_code(mobile)}), client[2])
+    page, code = code_page(provider, owner, client, (national_id, mobile))
+    done = owner.follow(owner.submit(page, {"otp": code}), client[2])
     assert done.is_redirect, "the owner is not affected"
 
 
@@ -233,10 +223,10 @@ def test_early_resend_presses_cost_no_send_budget(make_provider):
     client = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = Browser(provider, "10.10.0.1")
-    page = code_page(provider, browser, client, national_id, mobile)
+    page, _ = code_page(provider, browser, client, (national_id, mobile))
     for _ in range(4):
         early = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
-                                  data={"csrf_token": _csrf(page.text)}, allow_redirects=False, timeout=10)
+                                  data={"csrf_token": csrf_token(page.text)}, allow_redirects=False, timeout=10)
         assert early.status_code == 429 and "Retry-After" not in early.headers
     answer, _ = start_login(provider, Browser(provider, "10.10.0.2"), client, national_id, mobile)
     assert answer.status_code == 303, answer.headers.get("Retry-After")
@@ -250,8 +240,7 @@ def test_limits_off_still_keeps_the_challenge_rules(make_provider):
     national_id, mobile = provider.add_citizen()
     browser = provider.flow()
     for _ in range(3):
-        page = code_page(provider, browser, client, national_id, mobile)
-    code = provider.outbox.last_code(mobile, after=2)
+        page, code = code_page(provider, browser, client, (national_id, mobile))
     statuses = [browser.submit(page, {"otp": wrong(code)}).status_code for _ in range(5)]
     assert statuses == [400, 400, 400, 400, 429], "five wrong codes still end the challenge"
 
@@ -261,8 +250,7 @@ def test_store_keys_are_fingerprints_with_ttls_and_locks_are_audited(make_provid
     client = provider.add_client()
     national_id, mobile = provider.add_citizen()
     browser = Browser(provider, "10.7.0.1")
-    page = code_page(provider, browser, client, national_id, mobile)
-    code = provider.outbox.last_code(mobile)
+    page, code = code_page(provider, browser, client, (national_id, mobile))
     browser.submit(page, {"otp": wrong(code)})
     browser.submit(page, {"otp": wrong(code)})
     for _ in range(2):

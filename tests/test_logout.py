@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -18,10 +15,9 @@ from joserfc.jwk import KeySet, RSAKey
 
 from idp.protocol import backchannel
 
-from .helpers import LogoutReceiver, cli_env, redirect_params, verify_id_token, wait_until
+from .helpers import LogoutReceiver, idp, redirect_params, verify_id_token, wait_until
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- a relying party's back-channel logout endpoint ----------------------------------------------
@@ -100,11 +96,6 @@ def deliveries(provider, **where) -> list:
         rows = db.session.execute(db.select(LogoutDelivery).filter_by(**where).order_by(LogoutDelivery.id)).scalars()
         return [{c: getattr(r, c) for c in ("id", "client_id", "sub", "sid", "attempts", "next_attempt_at",
                                              "delivered_at", "given_up_at", "last_error")} for r in rows]
-
-
-def idp(provider, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=cli_env(provider), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def verify_logout_token(provider, token: str) -> dict:
@@ -356,7 +347,7 @@ def test_undelivered_logouts_survive_a_restart(provider, receiver):
     backchannel.stop_worker(provider.app)  # this "process" goes away before it delivers
     try:
         assert browser.get(logout_url(provider, id_token_hint=id_token)).status_code == 200
-        time.sleep(0.5)
+        time.sleep(0.5)  # real time: shows that no other thread delivers after the worker stopped
         assert receiver.posts == []
         [row] = deliveries(provider, sid=claims["sid"])
         assert row["delivered_at"] is None and row["attempts"] == 0

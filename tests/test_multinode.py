@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from .helpers import FlowClient, Outbox, redirect_params, verify_id_token
+from .helpers import FlowClient, Outbox, free_port, redirect_params, run_idp, verify_id_token
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("IDP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -36,14 +36,6 @@ GENEROUS_LIMITS = {"IDP_LIMITS_STARTS_PER_IP": "1000000/60", "IDP_LIMITS_CODE_CH
                    "IDP_LIMITS_CODES_PER_NATIONAL_ID": "1000000/900",
                    "IDP_LIMITS_CODES_PER_NATIONAL_ID_DAILY": "1000000/86400",
                    "IDP_LIMITS_CODES_PER_MOBILE": "1000000/86400"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def create_database(admin_url: str = PG_ADMIN_URL) -> str:
@@ -117,7 +109,7 @@ class Node:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"idp serve on {self.port} did not start:\n{self.log_text()[-3000:]}")
-            time.sleep(0.2)
+            time.sleep(0.2)  # polling a separate `idp serve` process until it listens
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -227,8 +219,7 @@ class Deployment:
 
     def cli(self, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
         """An operator's `idp` command against this deployment."""
-        return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=self.env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return run_idp(self.env, *args, timeout=timeout)
 
     def stop(self) -> None:
         for node in self.nodes:  # all at once: each takes a few seconds to stop gracefully
@@ -440,7 +431,7 @@ def test_a_key_rotated_on_one_node_is_used_by_both(two_nodes):
 
     from idp.platform.keys import RELOAD_SECONDS
 
-    time.sleep(RELOAD_SECONDS + 0.5)  # every worker of every node looks at the directory again by then
+    time.sleep(RELOAD_SECONDS + 0.5)  # real time: every worker of every node (separate processes) looks again by then
     for node in (a, b):
         published = {k["kid"] for k in node.session().get(f"{node.url}/jwks", timeout=10).json()["keys"]}
         assert set(promoted.values()) <= published and before <= published, "old keys stay published (retired)"

@@ -7,14 +7,13 @@ import datetime as dt
 import json
 import random
 import secrets
-import subprocess
-import sys
 
 import pytest
 
 from idp.citizens.national_id import InvalidMobile, InvalidNationalId, make_national_id, parse_mobile, parse_national_id
 
-from .test_cli import env, run  # noqa: F401 - the operator's environment fixture
+from .helpers import run_idp
+from .test_cli import env  # noqa: F401 - the operator's environment fixture
 
 HEADER = "national_id,mobile,birth_date,given_name,family_name,given_name_latin,family_name_latin\n"
 
@@ -502,11 +501,11 @@ def test_seen_switches_to_a_bitmap(monkeypatch):
 
 
 def test_cli_import(env, tmp_path):  # noqa: F811
-    assert run(env, "db", "upgrade").returncode == 0
+    assert run_idp(env, "db", "upgrade").returncode == 0
     f = tmp_path / "reg.csv"
     f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n{bad_check_digit(new_id())},09121234567,"
                  "1985-02-03,,,,\n", encoding="utf-8")
-    out = run(env, "citizens", "import", str(f), "--report", str(tmp_path / "r.jsonl"))
+    out = run_idp(env, "citizens", "import", str(f), "--report", str(tmp_path / "r.jsonl"))
     assert out.returncode == 3, out.stderr
     assert out.stdout.startswith("loaded 1 (inserted 1, updated 0, unchanged 0), rejected 1; 2 rows in ")
     assert "  line 3: national_id: the check digit does not match" in out.stdout
@@ -518,12 +517,12 @@ def test_cli_import(env, tmp_path):  # noqa: F811
 
 def test_cli_exit_status_3_still_prints_the_json(env, tmp_path):  # noqa: F811
     """Rejected rows: exit 3 (scripts see it), the JSON report on stdout, one line on stderr."""
-    assert run(env, "db", "upgrade").returncode == 0
+    assert run_idp(env, "db", "upgrade").returncode == 0
     f = tmp_path / "reg.csv"
     f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n{bad_check_digit(new_id())},09121234567,"
                  "1985-02-03,,,,\n", encoding="utf-8")
-    assert run(env, "citizens", "import", str(f)).returncode == 3
-    out = run(env, "citizens", "import", str(f), "--json")
+    assert run_idp(env, "citizens", "import", str(f)).returncode == 3
+    out = run_idp(env, "citizens", "import", str(f), "--json")
     assert out.returncode == 3 and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
     data = json.loads(out.stdout)
     assert (data["unchanged"], data["rejected"], data["report"]) == (1, 1, str(f) + ".rejected.csv")
@@ -532,25 +531,24 @@ def test_cli_exit_status_3_still_prints_the_json(env, tmp_path):  # noqa: F811
 
     clean = tmp_path / "clean.csv"
     clean.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
-    out = run(env, "citizens", "import", str(clean), "--json")
+    out = run_idp(env, "citizens", "import", str(clean), "--json")
     assert out.returncode == 0 and out.stderr == "" and json.loads(out.stdout)["rejected"] == 0
 
-    events = json.loads(run(env, "audit", "tail", "--event", "registry_imported", "--json").stdout)
+    events = json.loads(run_idp(env, "audit", "tail", "--event", "registry_imported", "--json").stdout)
     assert [(e["details"]["rows"], e["details"]["inserted"], e["details"]["rejected"]) for e in events] == [
         (2, 1, 1), (2, 0, 1), (1, 1, 0)]
     assert events[-2]["details"]["sha256"] == data["sha256"] and events[-1]["details"]["file"] == str(clean)
-    assert "3  some rows rejected" in run(env, "citizens", "import", "--help").stdout
+    assert "3  some rows rejected" in run_idp(env, "citizens", "import", "--help").stdout
 
 
 def test_cli_unreadable_file_is_one_line_and_nonzero(env, tmp_path):  # noqa: F811
-    assert run(env, "db", "upgrade").returncode == 0
+    assert run_idp(env, "db", "upgrade").returncode == 0
     (tmp_path / "h.csv").write_text("id,phone\n1,2\n", encoding="utf-8")
     (tmp_path / "q.csv").write_text(HEADER + 'x,"y\n', encoding="utf-8")
     for target, message in [(tmp_path / "missing.csv", "no such file"), (tmp_path, "is a directory"),
                             (tmp_path / "h.csv", "the CSV header lacks national_id"),
                             (tmp_path / "q.csv", "line 2: not readable as CSV")]:
-        out = subprocess.run([sys.executable, "-m", "idp.cli", "citizens", "import", str(target)], env=env,
-                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        out = run_idp(env, "citizens", "import", str(target), timeout=60)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 1 and len(lines) == 1 and message in lines[0], out.stderr
         assert "Traceback" not in out.stderr and out.stdout == ""
@@ -571,7 +569,7 @@ def test_cli_database_error_is_one_line(env, tmp_path, postgres_url):  # noqa: F
     try:
         f = tmp_path / "one.csv"
         f.write_text(HEADER + f"{new_id()},09121234567,1985-02-03,,,,\n", encoding="utf-8")
-        out = run({**env, "IDP_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"},
+        out = run_idp({**env, "IDP_DATABASE_URL": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"},
                   "citizens", "import", str(f))
         assert out.returncode == 1 and out.stderr.strip().splitlines() == [
             'idp: database: relation "citizens" does not exist (nothing was loaded)'], out.stderr

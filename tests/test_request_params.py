@@ -2,9 +2,7 @@
 ui_locales, and single-valued OIDC parameters."""
 from __future__ import annotations
 
-import time
-
-from .helpers import redirect_params, verify_id_token
+from .helpers import Clock, redirect_params, verify_id_token
 
 
 def _logged_in(provider, **client_kw):
@@ -30,10 +28,13 @@ def test_prompt_none_with_session_answers_at_once(provider):
     assert params["code"]
 
 
-def test_prompt_login_forces_a_new_login_and_a_new_auth_time(provider):
+def test_prompt_login_forces_a_new_login_and_a_new_auth_time(provider, monkeypatch):
+    import idp.protocol.sessions
+
+    clock = Clock(monkeypatch, idp.protocol.sessions)  # where a session's auth_time is read
     client, browser, (nid, mobile), first = _logged_in(provider)
     first_auth = verify_id_token(provider.url, first["id_token"])["claims"]["auth_time"]
-    time.sleep(1.1)
+    clock.advance(1.1)
     page = browser.start(client[0], client[2], prompt="login")
     assert page.status_code == 200 and 'name="national_id"' in page.text
     result = browser.login(client[0], client[2], nid, mobile, prompt="login")
@@ -41,10 +42,13 @@ def test_prompt_login_forces_a_new_login_and_a_new_auth_time(provider):
     assert verify_id_token(provider.url, token["id_token"])["claims"]["auth_time"] > first_auth
 
 
-def test_max_age(provider):
+def test_max_age(provider, monkeypatch):
+    import idp.protocol.authorize
+
+    clock = Clock(monkeypatch, idp.protocol.authorize)  # where max_age is compared with the clock
     client, browser, _, _ = _logged_in(provider)
     assert browser.start(client[0], client[2], max_age="3600").is_redirect
-    time.sleep(1.1)
+    clock.advance(1.1)
     page = browser.start(client[0], client[2], max_age="0")
     assert page.status_code == 200 and 'name="national_id"' in page.text
     bad = redirect_params(browser.get(browser.authorize_url(client[0], client[2], max_age="soon")), client[2])

@@ -106,13 +106,13 @@ def test_a_graceful_restart_answers_every_request_throughout(dep):
             except requests.RequestException as exc:
                 status = f"{type(exc).__name__}: {exc}"
             outcomes[kind].append(status)
-            time.sleep(0.01)
+            time.sleep(0.01)  # paces the load on a real `idp serve` process
 
     threads = [threading.Thread(target=load, args=(kind,), daemon=True) for kind in outcomes]
     for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
+        time.sleep(0.5)  # real time: the load reaches the workers of a real process before SIGHUP
         node.proc.send_signal(signal.SIGHUP)
         assert wait_until(lambda: len(node.workers()) == WORKERS and not set(node.workers()) & old, 30), \
             f"workers not replaced: {old} -> {node.workers()}"
@@ -167,7 +167,7 @@ def test_a_stop_finishes_the_requests_in_flight(dep):
                      b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body[:10])
         time.sleep(0.5)  # a worker holds the request now
         node.proc.send_signal(signal.SIGTERM)
-        time.sleep(1)
+        time.sleep(1)  # real time: the separate process drains the held request as it stops
         sock.sendall(body[10:])
         answer = b""
         while chunk := sock.recv(65536):

@@ -137,7 +137,7 @@ def test_fresh_requests_answer_within_a_second_while_500_slow_clients_hold_socke
             times.append((time.monotonic() - started, answer.status_code))
         except requests.RequestException as exc:
             times.append((time.monotonic() - started, type(exc).__name__))
-        time.sleep(0.2)
+        time.sleep(0.2)  # real time: probing a real server while slow sockets hold it
     print(f"discovery while {slow.still_open()} slow sockets were open: "
           + ", ".join(f"{t:.3f} s ({outcome})" for t, outcome in times))
     assert all(outcome == 200 and t < 1.0 for t, outcome in times), times
@@ -148,7 +148,7 @@ def test_a_client_that_never_finishes_its_headers_is_dropped_after_the_header_ti
     timeout = shipped("header_timeout")
     deadline = min(slow.opened.values()) + timeout + SLACK
     while slow.still_open() and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling real sockets until the server's header timeout closes them
     print(f"header timeout {timeout} s: {slow.count - slow.still_open()} of {slow.count} slow sockets dropped, "
           f"the longest after {slow.longest_open():.1f} s")
     assert slow.still_open() == 0, f"{slow.still_open()} slow sockets still open after {timeout + SLACK} s"

@@ -3,19 +3,8 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from .conftest import GENEROUS_IP_LIMITS
 from .helpers import form_fields, redirect_params, wait_until
-from .test_sms_gateways import Gateway
-
-
-@pytest.fixture()
-def gateway():
-    gw = Gateway()
-    threading.Thread(target=gw.serve_forever, daemon=True).start()
-    yield gw
-    gw.shutdown()
 
 
 def test_failed_send_shows_a_page_and_the_challenge_survives_a_retry(make_provider, gateway):

@@ -8,10 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -23,71 +21,6 @@ CODE = "493021"
 TEXT = "کد ورود شما به درگاه ملی: 493021"
 API_KEY = "4A7B2C3D-SECRET-KEY-6F5E4D3C2B1A"
 SECRET = "s" * 40
-
-
-class Gateway(ThreadingHTTPServer):
-    """A gateway on 127.0.0.1: replies from a script, records every request."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.script: list[tuple[int, dict | str, float]] = []
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def reply(self, *replies):
-        """Queue replies: (status, body) or (status, body, seconds to sleep first); the last one repeats."""
-        self.script = [r if len(r) == 3 else (*r, 0.0) for r in replies]
-
-    def handle_error(self, request, client_address):
-        pass  # a client that gave up on a slow reply closes the socket; nothing to report
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is visible
-
-    def do_POST(self):
-        self._serve()
-
-    def do_GET(self):
-        self._serve()
-
-    def _serve(self):
-        server: Gateway = self.server
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        url = urlsplit(self.path)
-        record = {"method": self.command, "path": url.path, "query": parse_qs(url.query),
-                  "headers": dict(self.headers), "body": raw, "port": self.client_address[1]}
-        with server.lock:
-            server.requests.append(record)
-            status, body, delay = server.script[0] if len(server.script) == 1 else server.script.pop(0)
-        if delay:
-            time.sleep(delay)
-        data = (json.dumps(body) if isinstance(body, dict) else body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def gateway():
-    server = Gateway()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def kavenegar_reply(status: int, message: str = "تایید شد") -> dict:

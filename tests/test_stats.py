@@ -15,7 +15,6 @@ import json
 import multiprocessing as mp
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -24,7 +23,7 @@ from sqlalchemy import func, select
 from idp.citizens.models import AuthEvent
 from idp.stats.models import StatDay, StatDayClient
 
-from .helpers import cli_env
+from .helpers import Clock, cli_env, idp
 
 PROCESSES = 4
 LOGINS_EACH = 3
@@ -32,13 +31,8 @@ CITIZENS = 3
 UTC = dt.timezone.utc
 
 
-def cli(provider, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "idp.cli", *args], env=cli_env(provider), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
 def stats_json(provider, *args: str) -> dict:
-    out = cli(provider, "stats", *args, "--json")
+    out = idp(provider, "stats", *args, "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -182,9 +176,9 @@ def test_minor_is_a_new_adult_on_the_day_of_their_first_adult_login(provider):
     # 21:00 UTC on the eve is 00:30 on the birthday in Tehran: 18 years old, a new adult.
     assert login_at(provider, national_id, client, dt.datetime.combine(eve, dt.time(21, 0), tzinfo=UTC)) is True
     assert login_at(provider, national_id, client, noon_utc(birthday)) is False
-    out = cli(provider, "stats", "rollup", "--day", eve.isoformat())
+    out = idp(provider, "stats", "rollup", "--day", eve.isoformat())
     assert out.returncode == 0, out.stderr
-    assert cli(provider, "stats", "rollup", "--day", birthday.isoformat()).returncode == 0
+    assert idp(provider, "stats", "rollup", "--day", birthday.isoformat()).returncode == 0
     with provider.app.app_context():
         from idp.platform.database import db
 
@@ -220,7 +214,11 @@ def test_flushing_the_store_mid_day_loses_no_durable_figure(fresh_provider, monk
     report_before = stats_json(provider, "--agency", client)
     assert report_before["today"]["source"] == "live" and report_before["today"]["unique_citizens"] == 3
 
-    time.sleep(LIVE_GRACE + 0.5)  # the store's own notion of "since" allows a few seconds of slack
+    # The store's own notion of "since" allows LIVE_GRACE seconds of slack: the counters that begin
+    # after the flush begin that much (and a little) after the first logins, as a later hour would.
+    from idp.platform.store import counters as store_counters
+
+    Clock(monkeypatch, store_counters).advance(LIVE_GRACE + 0.5)
     flush_store(provider)  # Redis restarted without persistence, or FLUSHALL
     late = provider.add_citizen(birth_date="1990-02-02")[0]
     login_at(provider, late, client)
@@ -332,10 +330,10 @@ def test_rollup_is_idempotent_and_safe_to_run_at_once(provider):
     assert {r[0]: r[1:] for r in first[1] if r[0] in clients} == {
         clients[0]: (6, 6, 6), clients[1]: (4, 4, 0), clients[2]: (2, 2, 0)}
     for _ in range(2):
-        assert cli(provider, "stats", "rollup", "--day", day.isoformat()).returncode == 0
+        assert idp(provider, "stats", "rollup", "--day", day.isoformat()).returncode == 0
     assert stored() == first
     # a day that is not over cannot be rolled up
-    out = cli(provider, "stats", "rollup", "--day", past_day(0).isoformat())
+    out = idp(provider, "stats", "rollup", "--day", past_day(0).isoformat())
     assert out.returncode == 1 and "not over" in out.stderr
 
 
@@ -359,7 +357,7 @@ def test_report_in_the_jalali_calendar(provider):
     assert monthly["rows"][0]["period"] == f"{j.year:04d}-{j.month:02d}"
     assert monthly["rows"][0]["label"] == f"{jdatetime.date.j_months_en[j.month - 1]} {j.year}"
     assert monthly["rows"][0]["logins"] >= 1 and monthly["rows"][0]["unique_citizens"] >= 1
-    text = cli(provider, "stats", "--calendar", "jalali", "--by", "month")
+    text = idp(provider, "stats", "--calendar", "jalali", "--by", "month")
     assert text.returncode == 0 and jdatetime.date.j_months_en[j.month - 1] in text.stdout
     assert "unique adults who have authenticated" in text.stdout and "coverage" in text.stdout
     for key in ("unique_adults", "adult_population", "coverage_percent"):
@@ -372,7 +370,7 @@ def test_report_as_csv(provider):
     people = [provider.add_citizen()[0] for _ in range(2)]
     for nid in people + people[:1]:
         login_at(provider, nid, client, noon_utc(day))
-    out = cli(provider, "stats", "--csv", "--from", day.isoformat(), "--to", (day + dt.timedelta(days=1)).isoformat())
+    out = idp(provider, "stats", "--csv", "--from", day.isoformat(), "--to", (day + dt.timedelta(days=1)).isoformat())
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert list(rows[0]) == ["period", "label", "label_fa", "agency", "logins", "unique_citizens", "new_adults",
@@ -388,12 +386,12 @@ def test_report_as_csv(provider):
 def test_plot_file_is_drawn(provider, tmp_path, suffix):
     login_at(provider, provider.add_citizen()[0], new_client())
     path = tmp_path / f"figures.{suffix}"
-    out = cli(provider, "stats", "--plot", str(path), "--calendar", "jalali")
+    out = idp(provider, "stats", "--plot", str(path), "--calendar", "jalali")
     assert out.returncode == 0, out.stderr
     data = path.read_bytes()
     assert len(data) > 5000
     assert data.startswith(b"\x89PNG") if suffix == "png" else b"<svg" in data[:2000]
-    bad = cli(provider, "stats", "--plot", str(tmp_path / "figures.gif"))
+    bad = idp(provider, "stats", "--plot", str(tmp_path / "figures.gif"))
     assert bad.returncode == 1 and ".png or .svg" in bad.stderr
 
 
@@ -468,7 +466,7 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
             assert uniques == truth, (cal, m)
     before = stats_json(provider, "--from", old.isoformat(), "--to", old.isoformat(), "--agency", client)["rows"]
     assert before[0]["logins"] == 3
-    out = cli(provider, "stats", "prune", "--before", (old + dt.timedelta(days=1)).isoformat(), "--batch", "100",
+    out = idp(provider, "stats", "prune", "--before", (old + dt.timedelta(days=1)).isoformat(), "--batch", "100",
               "--json")
     assert out.returncode == 0, out.stderr
     pruned = json.loads(out.stdout)
@@ -480,7 +478,7 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
     after = stats_json(provider, "--from", old.isoformat(), "--to", old.isoformat(), "--agency", client)["rows"]
     assert after == before
     # today's month is open: its raw events stay whatever --before says
-    out = cli(provider, "stats", "prune", "--before", past_day(-1).isoformat(), "--json")
+    out = idp(provider, "stats", "prune", "--before", past_day(-1).isoformat(), "--json")
     assert out.returncode == 0, out.stderr
     held = json.loads(out.stdout)
     assert held["held_back"] and held["pruned_before"] <= past_day(0).isoformat()

@@ -8,7 +8,7 @@ import time
 import pyotp
 import requests
 
-from .helpers import form_fields, mobile_e164, redirect_params, verify_id_token
+from .helpers import form_fields, redirect_params, verify_id_token
 
 
 def _enrol(provider, national_id, mobile):
@@ -113,9 +113,21 @@ def test_enrolment_needs_a_fresh_sms_login(provider):
 
 
 def test_account_page_needs_a_session(provider):
+    """Without a session /account sends the browser to the login, and back to /account after it;
+    the page itself is only served to the signed-in citizen."""
+    national_id, mobile = provider.add_citizen()
     r = requests.get(f"{provider.url}/account", allow_redirects=False, timeout=10)
-    assert r.status_code == 303 and "/login?r=" in r.headers["Location"]
-    assert mobile_e164("09121234567") == "+989121234567"
+    assert r.status_code == 303 and r.headers["Location"].startswith("/login?r="), r.headers.get("Location")
+    browser = provider.flow()
+    page = browser.follow(browser.get(f"{provider.url}/account"), "http://never/")
+    assert page.status_code == 200 and 'name="national_id"' in page.text, page.text[:300]
+    sent = len(provider.outbox.messages(mobile))
+    page = browser.follow(browser.submit(page, {"national_id": national_id, "mobile": mobile}), "http://never/")
+    page = browser.follow(browser.submit(page, {"otp": provider.outbox.last_code(mobile, after=sent)}),
+                          "http://never/")
+    assert page.status_code == 200 and page.url == f"{provider.url}/account", (page.status_code, page.url)
+    assert 'name="national_id"' not in page.text and 'name="otp"' not in page.text
+    assert 'href="/account/authenticator"' in page.text, page.text[:500]
 
 
 def test_a_wrong_app_code_costs_the_same_work_with_or_without_an_app(provider, monkeypatch):
