@@ -156,6 +156,18 @@ class FlowClient:
         return requests.post(f"{self.provider.url}/token", data=data, auth=auth, timeout=10)
 
 
+def login_url(page: requests.Response) -> str:
+    """The address of a first login page's own flow (``/login?r=...``): /authorize answers with
+    the page itself, whose form posts back to that address."""
+    return form_action(page.text, page.url)
+
+
+def shows_login(r) -> bool:
+    """/authorize answered with the first login page of a new flow (its form posts to /login?r=)."""
+    text = r.text if hasattr(r, "text") else r.get_data(as_text=True)
+    return r.status_code == 200 and 'name="national_id"' in text and 'action="/login?r=' in text
+
+
 def identify_page(browser: FlowClient, client_id: str, redirect: str) -> requests.Response:
     """A new authorization request, stopped at the login form (national ID + mobile)."""
     page = browser.start(client_id, redirect)

@@ -57,11 +57,18 @@ def _identify_page(paused: Interaction, errors: dict, values: dict, status: int 
                            values=values), status
 
 
+def first_page(paused: Interaction):
+    """The first form for a paused interaction, as /authorize answers it or at /login."""
+    return _identify_page(paused, {}, _hinted_values(paused))
+
+
+authorize.show_login_with(first_page)
+
+
 @bp.get("")
 def identify():
     """The first form: national ID and mobile."""
-    paused = _paused(request.args.get("r"))
-    return _identify_page(paused, {}, _hinted_values(paused))
+    return first_page(_paused(request.args.get("r")))
 
 
 def _hinted_values(paused: Interaction) -> dict:

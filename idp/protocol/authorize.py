@@ -5,9 +5,9 @@
     validate(values)            the named checks, once: the result is a typed Interaction
     proceed(interaction)        with the browser's SSO session:
       must the person log in?   prompt, max_age, acr_values, id_token_hint: decided here only
-        -> pause                the interaction is stored and the person goes to the login
-                                pages, which hand it back through after_login (no second
-                                validation, no rebuilt request)
+        -> pause                the interaction is stored and the login's first page is the
+                                answer (no redirect to it); the login pages hand it back
+                                through after_login (no second validation, no rebuilt request)
       must they consent?        consent.needed: decided here only
         -> pause                the consent page, which comes back through /authorize/resume
       finish                    the authentication is recorded (the one place), then the code
@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Callable
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, redirect, request, url_for
+from flask import Blueprint, Response, make_response, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from ..citizens import counting
@@ -57,6 +58,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: An S256 code challenge is BASE64URL(SHA-256(verifier)) without padding: 43 characters.
 _S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+
+#: The login's first page for a paused interaction. ``GET /authorize`` answers with it instead
+#: of a redirect to it (one request less per login; reloading the page runs the request again,
+#: as going back to it does). The login package, a layer above, registers it (show_login_with).
+_login_page: Callable[[Interaction], Response] | None = None
+
+
+def show_login_with(page: Callable[[Interaction], Response]) -> None:
+    """Register the login's first page (called once by the login package)."""
+    global _login_page
+    _login_page = page
 
 
 class Refused(Exception):
@@ -279,8 +291,13 @@ def proceed(paused: Interaction, session: Session | None, stored: bool) -> Respo
 
 
 def _pause(paused: Interaction, stored: bool, endpoint: str) -> Response:
-    """Keep the interaction and send the person to a page (login or consent)."""
-    response = redirect(url_for(endpoint, r=paused.id), code=303)
+    """Keep the interaction and send the person to a page (login or consent); a new request
+    for a login from a GET shows the first login page at once."""
+    if (not stored and endpoint == "login.identify" and _login_page is not None and request.method == "GET"
+            and not paused.is_account_visit):
+        response = make_response(_login_page(paused))
+    else:
+        response = redirect(url_for(endpoint, r=paused.id), code=303)
     if stored:
         if not interaction.save(paused):
             raise InteractionGone()

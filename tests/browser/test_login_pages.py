@@ -32,7 +32,7 @@ def open_login(page, agency, provider):
     page.goto(agency.url + "/")
     page.click("a.button[href*='login']")
     page.wait_for_selector("input[name=national_id]")
-    assert page.url.startswith(provider.url + "/login"), page.url
+    assert page.url.startswith(provider.url + "/authorize?"), page.url  # the first page, answered in place
 
 
 def expect_agency_page(page, agency):
