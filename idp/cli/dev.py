@@ -15,12 +15,12 @@ from pathlib import Path
 import click
 
 from .. import create_app
-from ..citizens.models import CitizenRow
+from ..citizens import directory
+from ..citizens.records import add_citizen
 from ..platform import keys
-from ..platform.database import db, upgrade_database
+from ..platform.database import upgrade_database
 from ..platform.settings import Settings
-from ..protocol.agencies import register_client, rotate_secret
-from ..protocol.models import Client
+from ..protocol.agencies import ClientNotFound, get_client, register_client, rotate_secret
 from .common import Context
 from .demo import DEMO_AGENCIES, demo_citizens
 
@@ -36,13 +36,15 @@ def prepare_demo(app) -> list[dict]:
     agencies = []
     with app.app_context():
         for nid, mobile, birth, given, family, given_l, family_l in demo_citizens():
-            if not db.session.execute(db.select(CitizenRow.id).filter_by(national_id=nid)).first():
-                db.session.add(CitizenRow(national_id=nid, mobile=mobile, birth_date=birth, given_name=given,
-                                       family_name=family, given_name_latin=given_l, family_name_latin=family_l))
-        db.session.commit()
+            if directory.find(nid) is None:
+                add_citizen(national_id=nid, mobile=mobile, birth_date=birth, given_name=given, family_name=family,
+                            given_name_latin=given_l, family_name_latin=family_l)
         for client_id, name, name_fa, kind, host, port in DEMO_AGENCIES:
             base = f"http://{host}:{port}"
-            client = db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+            try:
+                client = get_client(client_id)
+            except ClientNotFound:
+                client = None
             if client is None:
                 client, secret = register_client(name, [f"{base}/callback"], name_fa=name_fa,
                                                  post_logout_redirect_uris=[f"{base}/"], scope="openid profile",
