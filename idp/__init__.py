@@ -32,9 +32,6 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     # No redirect from //a//b to /a/b: werkzeug builds that Location from the Host header.
     app.url_map.merge_slashes = False
     app.extensions["idp.settings"] = settings
-    if settings.server.proxy_hops:
-        hops = settings.server.proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     hosts.init_app(app)
     database.init_app(app, settings.database.url, settings.database.pool_size)
     web.init_app(app, settings)
@@ -50,5 +47,9 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     for blueprint in (discovery.bp, authorize.bp, endpoints.bp, login_pages.bp, account_pages.bp, consent.bp,
                       logout.bp):
         app.register_blueprint(blueprint)
+    app.wsgi_app = discovery.PublishedDocuments(app.wsgi_app, app)
+    if settings.server.proxy_hops:  # outermost: what runs inside sees the forwarded host and scheme
+        hops = settings.server.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     logging.getLogger("idp").setLevel(logging.INFO)
     return app

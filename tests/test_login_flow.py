@@ -21,6 +21,22 @@ def test_discovery_names_what_is_implemented(provider):
     assert all(k["kid"] and "d" not in k for k in jwks["keys"])
 
 
+def test_published_documents_answer_alike_on_both_paths(provider):
+    """A plain GET of the discovery document and the JWKS is answered before Flask
+    (discovery.PublishedDocuments); with a query string the views answer. Same bytes, same
+    headers; a HEAD (Flask) has the GET's headers without a body."""
+    for path in ("/.well-known/openid-configuration", "/jwks"):
+        fast = requests.get(provider.url + path, timeout=10)
+        view = requests.get(provider.url + path + "?via=flask", timeout=10)
+        head = requests.head(provider.url + path, timeout=10)
+        assert fast.status_code == view.status_code == head.status_code == 200, path
+        assert fast.content == view.content and fast.json(), path
+        keep = lambda r: {k: v for k, v in r.headers.items() if k not in ("Date", "Server", "Connection")}  # noqa: E731
+        assert keep(fast) == keep(view) == keep(head), path
+        assert fast.headers["Cache-Control"].startswith("public") and fast.headers["X-Frame-Options"] == "DENY"
+        assert head.content == b""
+
+
 def test_full_login_then_tokens_then_userinfo(provider):
     client_id, secret, redirect = provider.add_client(name="Report cards", scope="openid profile phone")
     national_id, mobile = provider.add_citizen(birth_date="1985-03-21")

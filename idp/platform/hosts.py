@@ -16,6 +16,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import request
+from werkzeug.wsgi import get_host
 
 from .errors import UnknownHost
 from .settings import Settings, is_loopback
@@ -31,12 +32,22 @@ def accepted_hosts(settings: Settings) -> frozenset[str]:
     return frozenset({issuer_host})
 
 
-def request_host_name() -> str | None:
-    """The name in this request's Host header (werkzeug leaves it empty when malformed)."""
+def host_name(host: str) -> str | None:
+    """The name in a ``host[:port]`` value as werkzeug gives it (empty when malformed)."""
     try:
-        return urlsplit("//" + request.host).hostname
+        return urlsplit("//" + host).hostname
     except ValueError:
         return None
+
+
+def request_host_name() -> str | None:
+    """The name in this request's Host header."""
+    return host_name(request.host)
+
+
+def environ_host_name(environ) -> str | None:
+    """The same, for a WSGI environ not (yet) wrapped in a request (werkzeug's own reading)."""
+    return host_name(get_host(environ))
 
 
 def init_app(app) -> None:

@@ -177,6 +177,14 @@ def forget_dead_workers() -> None:
             pass  # alive, another user's
 
 
+def observe_latency(rule: str, method: str, seconds: float) -> None:
+    """One request's latency in ``idp_request_duration_seconds`` (never raises)."""
+    try:
+        _metrics().latency.labels(endpoint=rule, method=method).observe(seconds)
+    except Exception:  # noqa: BLE001
+        log.exception("latency metric failed")
+
+
 def init_app(app) -> None:
     """Time every request; serve /metrics when ``[metrics] enabled`` (bearer token required)."""
     settings = app.extensions["idp.settings"]
@@ -192,10 +200,7 @@ def init_app(app) -> None:
         t0 = g.pop("metrics_t0", None)
         if t0 is not None and request.endpoint != "static":
             rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            try:
-                _metrics().latency.labels(endpoint=rule, method=request.method).observe(time.perf_counter() - t0)
-            except Exception:  # noqa: BLE001
-                log.exception("latency metric failed")
+            observe_latency(rule, request.method, time.perf_counter() - t0)
         return response
 
     def metrics_view():

@@ -23,17 +23,30 @@ class _SessionInterface(SecureCookieSessionInterface):
         return serializer
 
 
+#: On every response: a strict CSP with no inline script, no framing, no sniffing, no referrer leaks.
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+                                "connect-src 'self'; font-src 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+#: On every response to a request that came over https.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
+def came_over_https(scheme: str, forwarded_proto: str | None) -> bool:
+    """Whether the request came over https (here, or at the proxy in front that says so)."""
+    return scheme == "https" or forwarded_proto == "https"
+
+
 def _security_headers(response):
-    """A strict CSP with no inline script, no framing, no sniffing, no referrer leaks."""
+    """SECURITY_HEADERS and, over https, HSTS; HTML is never cached."""
     h = response.headers
-    h.setdefault("Content-Security-Policy",
-                 "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
-                 "connect-src 'self'; font-src 'self'; base-uri 'none'; frame-ancestors 'none'")
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "no-referrer")
-    if request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https":
-        h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    for name, value in SECURITY_HEADERS:
+        h.setdefault(name, value)
+    if came_over_https(request.scheme, request.headers.get("X-Forwarded-Proto")):
+        h.setdefault(*HSTS)
     if response.mimetype == "text/html":
         h.setdefault("Cache-Control", "no-store")
     return response

@@ -7,13 +7,17 @@ the grants, the endpoints and the metadata all read.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Flask, Response, current_app
 
+from ..platform import metrics
+from ..platform.hosts import accepted_hosts, environ_host_name
 from ..platform.keyring import keyring
 from ..platform.keys import JWKS_CACHE_SECONDS
 from ..platform.settings import settings
+from ..platform.web import HSTS, SECURITY_HEADERS, came_over_https
 
 bp = Blueprint("discovery", __name__)
 
@@ -73,13 +77,19 @@ def discovery_document() -> dict[str, Any]:
     }
 
 
+def discovery_json(app: Flask) -> bytes:
+    """The document, serialized once (it depends on the settings alone)."""
+    body = app.extensions.get("idp.discovery_json")
+    if body is None:
+        with app.app_context():
+            body = app.extensions["idp.discovery_json"] = json.dumps(discovery_document()).encode()
+    return body
+
+
 @bp.get("/.well-known/openid-configuration")
 def discovery():
     """OpenID Provider Metadata (OIDC Discovery 1.0 §4)."""
-    body = current_app.extensions.get("idp.discovery_json")
-    if body is None:  # the document depends on the settings alone: serialized once
-        body = current_app.extensions["idp.discovery_json"] = json.dumps(discovery_document()).encode()
-    resp = Response(body, mimetype="application/json")
+    resp = Response(discovery_json(current_app._get_current_object()), mimetype="application/json")
     resp.headers["Cache-Control"] = "public, max-age=300"
     resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
@@ -93,3 +103,44 @@ def jwks():
     resp.headers["Cache-Control"] = f"public, max-age={JWKS_CACHE_SECONDS}"
     resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
+
+
+class PublishedDocuments:
+    """WSGI middleware: a plain ``GET`` of the two published documents is answered here, before
+    Flask builds a request, with the very bytes and headers of the views above.
+
+    Every client and API fetches these documents, and they are the same for everyone: the
+    request context, the session, CSRF, the language and the URL map would only cost time.
+    Served here only when nothing else about the request matters: GET, no query string, a host
+    this provider answers for. Anything else (HEAD, OPTIONS, ``?lang=``, a foreign host, ...)
+    goes on to Flask, which answers (or refuses) as it does for every path. Sits inside ProxyFix,
+    so the host and scheme are the ones the proxy forwarded."""
+
+    #: path -> (Content-Type, Cache-Control), as the views above answer
+    PATHS = {"/.well-known/openid-configuration": ("application/json", "public, max-age=300"),
+             "/jwks": ("application/jwk-set+json", f"public, max-age={JWKS_CACHE_SECONDS}")}
+
+    def __init__(self, wsgi_app, app: Flask):
+        self.wsgi_app, self.app = wsgi_app, app
+        self.hosts = accepted_hosts(app.extensions["idp.settings"])
+
+    def body(self, path: str) -> bytes:
+        if path == "/jwks":
+            return self.app.extensions["idp.keyring"].jwks_json()
+        return discovery_json(self.app)
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO")
+        if (path not in self.PATHS or environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING")
+                or environ_host_name(environ) not in self.hosts):
+            return self.wsgi_app(environ, start_response)
+        t0 = time.perf_counter()
+        body = self.body(path)
+        content_type, cache = self.PATHS[path]
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", cache),
+                   ("Access-Control-Allow-Origin", "*"), *SECURITY_HEADERS]
+        if came_over_https(environ.get("wsgi.url_scheme"), environ.get("HTTP_X_FORWARDED_PROTO")):
+            headers.append(HSTS)
+        start_response("200 OK", headers)
+        metrics.observe_latency(path, "GET", time.perf_counter() - t0)
+        return [body]
