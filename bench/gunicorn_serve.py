@@ -10,6 +10,7 @@ multiprocess mode; `[server] workers` and `threads` as gthread workers (or sync 
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 from gunicorn.app.base import BaseApplication
@@ -29,7 +30,7 @@ def main() -> None:
     class Application(BaseApplication):
         def load_config(self):
             self.cfg.set("bind", settings.server.bind)
-            self.cfg.set("workers", settings.server.workers)
+            self.cfg.set("workers", settings.server.workers or os.cpu_count() or 1)
             self.cfg.set("worker_class", worker_class)
             self.cfg.set("threads", settings.server.threads)
             self.cfg.set("preload_app", True)

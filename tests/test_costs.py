@@ -33,8 +33,8 @@ BUDGET = {
     "GET /login/code": (2, 0, 0),
     "POST /login/code": (13, 6, 1),
     "POST /token (code)": (4, 1, 1),
-    "GET /userinfo": (2, 1, 0),
-    "POST /introspect": (2, 0, 0),
+    "GET /userinfo": (1, 1, 0),
+    "POST /introspect": (1, 0, 0),
     "GET /authorize (SSO)": (6, 3, 1),
     "POST /token (refresh)": (1, 3, 1),
 }

@@ -399,3 +399,26 @@ def test_sessions_revoke_logs_a_citizen_out_everywhere(provider, receiver):
     assert again["sessions_ended"] == 0
     missing = idp(provider, "sessions", "revoke", "--national-id", "0000000001")
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
+
+
+def test_access_tokens_of_an_ended_session_are_refused_and_inactive(provider):
+    """When a citizen's sessions are ended (`idp sessions revoke`, log out everywhere), the
+    access tokens issued in them are refused at userinfo and introspected as inactive alike."""
+    client_id, secret, redirect = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    browser = provider.flow()
+    token = browser.exchange(client_id, secret, redirect, browser.login(client_id, redirect, national_id, mobile)["code"])
+    access = token.json()["access_token"]
+
+    def userinfo() -> int:
+        return requests.get(f"{provider.url}/userinfo", headers={"Authorization": f"Bearer {access}"},
+                            timeout=10).status_code
+
+    def active() -> bool:
+        return requests.post(f"{provider.url}/introspect", data={"token": access}, auth=(client_id, secret),
+                             timeout=10).json()["active"]
+
+    assert userinfo() == 200 and active() is True
+    out = idp(provider, "sessions", "revoke", "--national-id", national_id, "--json")
+    assert out.returncode == 0, out.stderr
+    assert userinfo() == 401 and active() is False

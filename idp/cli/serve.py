@@ -20,6 +20,7 @@ May import: everything in idp.
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import time
 from pathlib import Path
@@ -108,8 +109,10 @@ def run_production(settings: Settings) -> None:
     refuse_development_settings(settings)
     server = settings.server
     host = urlsplit(server.issuer).hostname or ""
-    click.echo(f"idp serve: issuer {server.issuer} on {server.bind} ({host})", err=True)
-    per_worker = -(-server.max_connections // server.workers)
+    click.echo(f"idp serve: issuer {server.issuer} on {server.bind} ({host}), "
+               f"{server.workers or os.cpu_count() or 1} workers x {server.threads} threads", err=True)
+    workers = server.workers or os.cpu_count() or 1
+    per_worker = -(-server.max_connections // workers)
     raise_open_files_limit(per_worker + 2 * settings.database.pool_size + 64)
     prepare_multiprocess(settings)  # before the app is built: the workers share metric files
     app = create_app(settings)
@@ -129,7 +132,7 @@ def run_production(settings: Settings) -> None:
 
     NodeServer(
         "idp", interface=Interfaces.WSGI, **listen_address(server.bind),
-        workers=server.workers, blocking_threads=server.threads,
+        workers=workers, blocking_threads=server.threads,
         backlog=server.backlog, backpressure=per_worker,
         http=HTTPModes.http1, http1_settings=HTTP1Settings(header_read_timeout=server.header_timeout * 1000),
         respawn_failed_workers=True, respawn_interval=RESPAWN_SECONDS, workers_kill_timeout=GRACEFUL_SECONDS,

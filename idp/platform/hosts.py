@@ -54,8 +54,16 @@ def init_app(app) -> None:
     """Refuse other hosts first of all (before CSRF and the views): 400, JSON on protocol paths."""
     accepted = accepted_hosts(app.extensions["idp.settings"])
 
+    known: dict[str, bool] = {}  # Host values seen, accepted or not (bounded: anyone can make up more)
+
     def check_host():
-        if request_host_name() not in accepted:
+        host = request.host
+        ok = known.get(host)
+        if ok is None:
+            ok = host_name(host) in accepted
+            if len(known) < 256:
+                known[host] = ok
+        if not ok:
             raise UnknownHost()
 
     app.before_request_funcs.setdefault(None, []).insert(0, check_host)

@@ -186,6 +186,8 @@ def init_app(app) -> None:
 
     @app.after_request
     def remember_lang(response):
+        if b"lang=" not in request.query_string:  # most requests: no query to parse
+            return response
         lang = request.args.get("lang")
         if lang in LANGS:
             response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Lax",

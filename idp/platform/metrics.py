@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from types import SimpleNamespace
-from typing import Callable
+from typing import Any, Callable
 
 from flask import Response, g, request
 
@@ -177,10 +177,17 @@ def forget_dead_workers() -> None:
             pass  # alive, another user's
 
 
+#: The latency histogram's child per (endpoint, method): a bounded set (URL rules x methods).
+_latency_children: dict[tuple[str, str], Any] = {}
+
+
 def observe_latency(rule: str, method: str, seconds: float) -> None:
     """One request's latency in ``idp_request_duration_seconds`` (never raises)."""
     try:
-        _metrics().latency.labels(endpoint=rule, method=method).observe(seconds)
+        child = _latency_children.get((rule, method))
+        if child is None:
+            child = _latency_children[(rule, method)] = _metrics().latency.labels(endpoint=rule, method=method)
+        child.observe(seconds)
     except Exception:  # noqa: BLE001
         log.exception("latency metric failed")
 

@@ -113,10 +113,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "encryption of authenticator-app secrets. Changing it logs everyone out and changes\n"
                           "every pairwise `sub`: keep it stable and secret. `idp config secret` prints a new one.",
                           _long_secret, secret=True),
-        "workers": Key(int, 4, "Worker processes of idp serve (one per CPU core).", _at_least(1)),
-        "threads": Key(int, 8, "Python threads per worker that run requests (granian's blocking threads).\n"
+        "workers": Key(int, 0, "Worker processes of idp serve; 0 = one per CPU core (measured best: bench/README.md).",
+                       _at_least(0)),
+        "threads": Key(int, 4, "Python threads per worker that run requests (granian's blocking threads).\n"
                        "Connections are read and written by granian's Rust runtime, not by these threads,\n"
-                       "so slow or idle clients never hold one.", _at_least(1)),
+                       "so slow or idle clients never hold one; a request body still being received does\n"
+                       "(docs/deployment.md). More threads than this cost throughput on a busy node (the\n"
+                       "threads of a worker take turns on one interpreter lock).", _at_least(1)),
         "header_timeout": Key(int, 10,
                               "Seconds a client has to send a request's headers, from the moment its connection\n"
                               "opened or its previous response ended; a client that has not sent them all by then\n"

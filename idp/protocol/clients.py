@@ -2,7 +2,8 @@
 each process keeps between requests.
 
 The cache is checked on every request against the store's clients version (one GET per
-request, for all the client lookups the request makes). Every change made through ``idp
+request, for all the client lookups the request makes, or read along with the request's first
+store call where that comes first: :meth:`ClientCache.note_version`). Every change made through ``idp
 clients`` (agencies.py) renews that version, so a client disabled or given a new secret by any
 process is refused from the very next request on every node. A copy is also read again after
 ``MAX_AGE`` seconds, for a row changed in SQL by hand. The in-memory store (``memory://``) is
@@ -43,6 +44,13 @@ class ClientCache:
         if "idp_clients_version" not in g:
             g.idp_clients_version = store.clients_version()
         return True, g.idp_clients_version
+
+    @staticmethod
+    def note_version(version: str | None) -> None:
+        """The clients version as a store call of this request read it along with its own
+        records: the request's client lookups then need no GET of their own."""
+        if store.url != "memory://" and has_request_context() and "idp_clients_version" not in g:
+            g.idp_clients_version = version
 
     def get(self, client_id: str) -> Client | None:
         """The client with this id (enabled or not), or None."""

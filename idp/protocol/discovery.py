@@ -17,7 +17,6 @@ from ..platform.hosts import accepted_hosts, environ_host_name
 from ..platform.keyring import keyring
 from ..platform.keys import JWKS_CACHE_SECONDS
 from ..platform.settings import settings
-from ..platform.web import HSTS, SECURITY_HEADERS, came_over_https
 
 bp = Blueprint("discovery", __name__)
 
@@ -114,7 +113,8 @@ class PublishedDocuments:
     Served here only when nothing else about the request matters: GET, no query string, a host
     this provider answers for. Anything else (HEAD, OPTIONS, ``?lang=``, a foreign host, ...)
     goes on to Flask, which answers (or refuses) as it does for every path. Sits inside ProxyFix,
-    so the host and scheme are the ones the proxy forwarded."""
+    so the host is the one the proxy forwarded, and inside web.SecurityHeaders, which adds the
+    security headers here as on every answer."""
 
     #: path -> (Content-Type, Cache-Control), as the views above answer
     PATHS = {"/.well-known/openid-configuration": ("application/json", "public, max-age=300"),
@@ -137,10 +137,7 @@ class PublishedDocuments:
         t0 = time.perf_counter()
         body = self.body(path)
         content_type, cache = self.PATHS[path]
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", cache),
-                   ("Access-Control-Allow-Origin", "*"), *SECURITY_HEADERS]
-        if came_over_https(environ.get("wsgi.url_scheme"), environ.get("HTTP_X_FORWARDED_PROTO")):
-            headers.append(HSTS)
-        start_response("200 OK", headers)
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                  ("Cache-Control", cache), ("Access-Control-Allow-Origin", "*")])
         metrics.observe_latency(path, "GET", time.perf_counter() - t0)
         return [body]

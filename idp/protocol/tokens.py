@@ -24,6 +24,7 @@ from ..platform.database import db, utcnow
 from ..platform.settings import settings
 from ..platform.store import store
 from .models import Client, RefreshToken
+from .verify import access_token_revoked
 
 
 class Reused(InvalidGrantError):
@@ -156,7 +157,8 @@ class AccessToken:
         return self.claims.get("exp", 0) <= time.time()
 
     def is_revoked(self) -> bool:
-        return store.access_token_revoked(self.claims.get("jti", ""))
+        """Revoked, or its session ended (as userinfo refuses it)."""
+        return access_token_revoked(self.claims)
 
     def revoke(self) -> None:
         store.revoke_access_token(self.claims["jti"], int(self.claims["exp"] - time.time()) + 1)

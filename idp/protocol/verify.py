@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from flask import g, has_request_context
 from joserfc import jwt
 from joserfc.errors import JoseError
 
@@ -28,8 +29,12 @@ class BearerTokenError(Exception):
     """An access token presented to a resource of ours is not valid (RFC 6750 §3.1)."""
 
 
-def verify_access_token(token: str, check_revoked: bool = True) -> dict[str, Any]:
-    """Check one of our access tokens: signature, typ, iss, exp and (unless told) revocation."""
+def decode_access_token(token: str) -> dict[str, Any]:
+    """The claims of one of our access tokens: signature, typ, iss, exp checked, not revocation.
+    Kept for the rest of the request (introspection looks at a token twice)."""
+    memo = g.get("idp_decoded") if has_request_context() else None
+    if memo is not None and memo[0] == token:
+        return memo[1]
     if not token or len(token) > MAX_ACCESS_TOKEN:
         raise BearerTokenError("malformed token")
     try:
@@ -43,8 +48,30 @@ def verify_access_token(token: str, check_revoked: bool = True) -> dict[str, Any
         raise BearerTokenError("wrong issuer")
     if not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
         raise BearerTokenError("expired")
-    if not isinstance(claims.get("jti"), str) or (
-            check_revoked and store.access_token_revoked(claims["jti"], claims.get("sid"))):
+    if not isinstance(claims.get("jti"), str):
+        raise BearerTokenError("revoked")
+    if has_request_context():
+        g.idp_decoded = (token, claims)
+    return claims
+
+
+def access_token_revoked(claims: dict[str, Any]) -> bool:
+    """Whether the token was revoked or its session ended: one store round trip, which also
+    brings the clients version for the request's client lookups. Kept for the request."""
+    memo = g.setdefault("idp_revoked", {}) if has_request_context() else {}
+    jti = claims.get("jti", "")
+    if jti not in memo:
+        revoked, version = store.access_token_state(jti, claims.get("sid"))
+        clients.client_cache.note_version(version)
+        memo[jti] = revoked
+    return memo[jti]
+
+
+def verify_access_token(token: str, check_revoked: bool = True) -> dict[str, Any]:
+    """Check one of our access tokens: signature, typ, iss, exp and (unless told) revocation,
+    the token's own or its session's."""
+    claims = decode_access_token(token)
+    if check_revoked and access_token_revoked(claims):
         raise BearerTokenError("revoked")
     return claims
 

@@ -138,6 +138,16 @@ class ProtocolRecords(StoreBase):
         keys = [self._k("revoked-at", jti)] + ([self._k("sess-ended", sid)] if sid else [])
         return bool(self.redis.exists(*keys))
 
+    def access_token_state(self, jti: str, sid: str | None = None) -> tuple[bool, str | None]:
+        """(revoked or its session ended, the clients version): the one round trip of a request
+        that presents an access token, which so also checks the client cache."""
+        keys = [self._k("revoked-at", jti)] + ([self._k("sess-ended", sid)] if sid else [])
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(*keys)
+        pipe.get(self._k("clients", "version"))
+        revoked, version = pipe.execute()
+        return bool(revoked), version
+
     # ---- client assertions (private_key_jwt) ------------------------------------------------
     def use_client_assertion(self, client_id: str, jti: str, ttl: int) -> bool:
         """Mark an assertion's jti used (atomic SET NX) until the assertion expires; True for
