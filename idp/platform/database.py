@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import weakref
 from pathlib import Path
 
 from flask import Flask
@@ -28,11 +29,20 @@ migrate = Migrate()
 
 
 def read_row(statement, params=None):
-    """The first row of a read-only statement, on a pooled connection of its own (no ORM session,
-    no transaction left to roll back): half the CPU of the same SELECT through the session, for
-    the hot reads that need nothing else from the database (userinfo, the token endpoints)."""
-    with db.engine.connect() as conn:
+    """The first row of a read-only statement, on a pooled connection of its own in autocommit
+    (no ORM session, no BEGIN and ROLLBACK around one SELECT: one round trip instead of three):
+    a fraction of the CPU of the same SELECT through the session, for the hot reads that need
+    nothing else from the database (userinfo, the token endpoints)."""
+    engine = db.engine
+    reader = _readers.get(engine)
+    if reader is None:
+        reader = _readers[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with reader.connect() as conn:
         return conn.execute(statement, params).first()
+
+
+#: Per engine, the same engine in autocommit (it shares the engine's pool).
+_readers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def utcnow() -> dt.datetime:
