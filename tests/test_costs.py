@@ -36,7 +36,7 @@ BUDGET = {
     "GET /userinfo": (1, 1, 0),
     "POST /introspect": (1, 0, 0),
     "GET /authorize (SSO)": (6, 3, 1),
-    "POST /token (refresh)": (1, 3, 1),
+    "POST /token (refresh)": (1, 2, 1),
 }
 
 _counting = threading.local()

@@ -268,8 +268,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Principal | None:
-        citizen = directory.get(refresh_token.citizen_id)
-        if citizen is None:
+        citizen = getattr(refresh_token, "claimed_citizen", None)  # read by the claim (tokens.claim)
+        if citizen is None or citizen.subject_key is None:
             return None
         return Principal(citizen, refresh_token.auth_time, refresh_token.method, refresh_token.sid,
                          subject_for(citizen, self.request.client))

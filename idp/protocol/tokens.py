@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 
+from ..citizens.directory import Citizen
+from ..citizens.models import CitizenRow
 from ..platform import audit
 from ..platform.database import db, utcnow
 from ..platform.settings import settings
@@ -55,11 +57,15 @@ def allowed(client: Client, scope: str) -> bool:
 # unit of work (flush) and its bulk UPDATE path cost more CPU than the round trips themselves.
 _refresh = RefreshToken.__table__
 _INSERT = insert(_refresh)
+_citizens = CitizenRow.__table__
+#: The claimed token's citizen, returned by the claim itself: what the new tokens need of them.
+_CITIZEN = {name: select(expr).where(_citizens.c.id == _refresh.c.citizen_id).scalar_subquery().label(name)
+            for name, expr in (("c_subject_key", _citizens.c.subject_key), ("c_birth_date", _citizens.c.birth_date))}
 _CLAIM = (update(_refresh)
           .where(_refresh.c.token_hash == bindparam("p_hash"), _refresh.c.client_id == bindparam("p_client"),
                  _refresh.c.rotated_at.is_(None), _refresh.c.revoked_at.is_(None))
           .values(rotated_at=bindparam("p_now", type_=_refresh.c.rotated_at.type))
-          .returning(*_refresh.c))
+          .returning(*_refresh.c, *_CITIZEN.values()))
 
 
 def save(token: str, client: Client, principal, scope: str, family_id: str | None = None) -> None:
@@ -84,7 +90,8 @@ def find(token: str) -> RefreshToken | None:
 def claim(token: str, client: Client) -> RefreshToken | None:
     """Take a refresh token for rotation; None when it is not valid for this client.
 
-    One conditional UPDATE ... RETURNING claims the token, and it is not committed here: the
+    One conditional UPDATE ... RETURNING claims the token and reads its citizen (``row.claimed_citizen``),
+    and it is not committed here: the
     successor is saved (``save``) in the same transaction, so a request that fails in between
     (an error, the database gone) leaves the presented token as it was, and a parallel refresh
     of the same token waits for the row and then finds it claimed.
@@ -97,10 +104,12 @@ def claim(token: str, client: Client) -> RefreshToken | None:
     claimed = db.session.execute(_CLAIM, {"p_hash": hash_token(token), "p_client": client.client_id,
                                           "p_now": now}).mappings().one_or_none()
     if claimed is not None:
-        row = RefreshToken(**claimed)  # a read-only copy, in no session: the commit cannot expire it
+        # a read-only copy, in no session: the commit cannot expire it
+        row = RefreshToken(**{k: v for k, v in claimed.items() if k not in _CITIZEN})
         if row.is_expired():
             db.session.rollback()
             return None
+        row.claimed_citizen = Citizen(row.citizen_id, claimed["c_subject_key"], claimed["c_birth_date"])
         return row
     db.session.rollback()
     row = find(token)
