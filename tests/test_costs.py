@@ -31,11 +31,11 @@ BUDGET = {
     "GET /login": (0, 0, 0),  # no such request: /authorize answers with the first page
     "POST /login": (8, 2, 1),
     "GET /login/code": (2, 0, 0),
-    "POST /login/code": (13, 6, 1),
+    "POST /login/code": (8, 5, 1),
     "POST /token (code)": (4, 1, 1),
     "GET /userinfo": (1, 1, 0),
     "POST /introspect": (1, 0, 0),
-    "GET /authorize (SSO)": (6, 3, 1),
+    "GET /authorize (SSO)": (4, 2, 1),
     "POST /token (refresh)": (1, 2, 1),
 }
 

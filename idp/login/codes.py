@@ -12,6 +12,7 @@ on a failure the person is told and may resend: the challenge is not spent.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import after_this_request, current_app
 
+from ..citizens.directory import Citizen
 from ..citizens.national_id import mask_mobile
 from ..platform import audit, metrics
 from ..platform.settings import settings
@@ -146,26 +148,30 @@ def _dispatch(challenge_id: str, send_id: str, citizen_id: str, to: str, code: s
         return response
 
 
-def start(citizen_id: int | None, mobile: str, kind: str = "sms", totp_ready: bool = False,
+def start(citizen: Citizen | None, mobile: str, kind: str = "sms", totp_ready: bool = False,
           count_in: Window | None = None) -> str:
     """Open a challenge; returns its id. ``kind`` is sms (a code is queued for a citizen) or totp
     (the code comes from the citizen's authenticator app; nothing is sent). A code really sent
     is counted in the ``count_in`` window, in the challenge's own write.
 
-    For an unknown pair (``citizen_id`` None), or an app code asked of a citizen with no app,
-    no code can ever match, and the pages look exactly the same.
+    For an unknown pair (``citizen`` None), or an app code asked of a citizen with no app,
+    no code can ever match, and the pages look exactly the same. The challenge keeps what the
+    login's end needs of the citizen (``verify`` gives it back), so no row is read again.
     """
     challenge_id = secrets.token_urlsafe(24)
     send_id = secrets.token_hex(4)
     code = new_code()
-    cid = "" if citizen_id is None else str(citizen_id)
+    cid = "" if citizen is None else str(citizen.id)
+    who = ({"sk": citizen.subject_key, "bd": citizen.birth_date.isoformat(), "adult": "1" if citizen.adult_counted else ""}
+           if citizen is not None else {"sk": "", "bd": "", "adult": ""})
     # The same work for every pair: for an unknown pair the code is made, hashed and dropped
     # (verify never accepts a challenge without a citizen); an app-code challenge's code is
     # never sent, so it can never be entered either.
     store.put_challenge(challenge_id, {"code_hash": _code_hash(challenge_id, code),
                                        "citizen_id": cid, "to": mobile, "kind": kind,
                                        "totp": "1" if (kind == "totp" and totp_ready and cid) else "",
-                                       "sent_at": str(int(time.time())), "state": "queued", "send_id": send_id},
+                                       "sent_at": str(int(time.time())), "state": "queued", "send_id": send_id,
+                                       **who},
                         ttl=settings.login.otp_ttl, count_in=count_in if kind == "sms" else None,
                         spend=kind == "sms" and bool(cid))
     if kind == "sms":
@@ -218,8 +224,18 @@ def status(challenge_id: str) -> dict | None:
     return {"seconds": int(challenge["ttl"]), "resend_in": resend_wait(challenge), "failed": failed, "kind": kind}
 
 
-def verify(challenge_id: str, code: str) -> tuple[int, str]:
-    """(citizen id, method) when the code is right; otherwise raises an OtpError.
+def _citizen_of(challenge: dict) -> Citizen | None:
+    """The citizen a challenge was opened for, as it was read then (None for a challenge made
+    before challenges kept it: the caller reads the row)."""
+    if not challenge.get("sk"):
+        return None
+    return Citizen(int(challenge["citizen_id"]), challenge["sk"], dt.date.fromisoformat(challenge["bd"]),
+                   adult_counted=challenge.get("adult") == "1")
+
+
+def verify(challenge_id: str, code: str) -> tuple[int, str, Citizen | None]:
+    """(citizen id, method, the citizen as read at the start) when the code is right;
+    otherwise raises an OtpError.
 
     The attempt is counted before the comparison, so parallel guesses each use up a try.
     """
@@ -242,7 +258,7 @@ def verify(challenge_id: str, code: str) -> tuple[int, str]:
     if ok:
         if not store.consume_challenge(challenge_id):
             raise OtpExpired()  # a parallel request used the code first
-        return int(challenge["citizen_id"]), method
+        return int(challenge["citizen_id"]), method, _citizen_of(challenge)
     if attempts >= limit:
         store.consume_challenge(challenge_id)
         metrics.wrong_code(method, locked=True)

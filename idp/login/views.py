@@ -113,7 +113,7 @@ def identify_submit():
         raise _limited(exc, rid) from None
     registered = directory.find(national_id)
     matched = registered is not None and registered.mobile == mobile
-    challenge_id = codes.start(registered.citizen.id if matched else None, mobile, kind=kind,
+    challenge_id = codes.start(registered.citizen if matched else None, mobile, kind=kind,
                                totp_ready=matched and registered.has_app, count_in=limits.sent_window(keys))
     audit.record("login_started", subject_fp=subject_fp, client_id=paused.client_id,
                  code_to=mask_mobile(mobile), matched=matched)
@@ -188,7 +188,7 @@ def code_submit():
     if not (len(entered) == 6 and entered.isascii() and entered.isdigit()):
         return _code_page(paused, error=t("error.otp_format"), status=400)
     try:
-        citizen_id, method = codes.verify(step.challenge, entered)
+        citizen_id, method, citizen = codes.verify(step.challenge, entered)
     except (codes.OtpInvalid, codes.TooManyAttempts) as exc:
         locked = isinstance(exc, codes.TooManyAttempts)
         audit.record("otp_locked" if locked else "otp_wrong", subject_fp=step.nid_fp, client_id=paused.client_id)
@@ -202,7 +202,7 @@ def code_submit():
         raise ChallengeExpired(restart_url=restart) from None
 
     limits.record_right_code(step.pair_fp)
-    citizen = directory.get(citizen_id)
+    citizen = citizen or directory.get(citizen_id)
     if citizen is None:
         raise ChallengeExpired(restart_url=restart)
     metrics.login(method, "success")

@@ -30,6 +30,7 @@ from werkzeug.datastructures import MultiDict
 from ..citizens import counting
 from ..citizens.directory import Citizen
 from ..platform import limits, metrics
+from ..platform.database import utcnow
 from ..platform.errors import BadAuthorizationRequest, InteractionGone, TooManyRequests, UnknownClient
 from ..platform.i18n import use_ui_locales
 from ..platform.settings import settings
@@ -315,7 +316,10 @@ def _finish(paused: Interaction, session: Session, client: Client | None) -> Res
     is recorded: a login made here, or a single sign-on), then the code for the client, or the
     account page the person was on."""
     fresh = _logged_in_here(paused, session)
-    counting.record_authentication(session.citizen, paused.client_id, session.method, sso=not fresh)
+    at = utcnow()
+    counting.record_authentication(session.citizen, paused.client_id, session.method, sso=not fresh, at=at)
+    # an adult is counted now (by this or an earlier authentication): the new session says so
+    counted = fresh and counting.is_adult(session.citizen, counting.local_date(at))
     if not fresh:
         metrics.login(session.method, "sso")
     if client is None:
@@ -324,7 +328,7 @@ def _finish(paused: Interaction, session: Session, client: Client | None) -> Res
         code = oauth.save_code(client.client_id, paused.redirect_uri, paused.scope, paused.nonce,
                                paused.code_challenge, paused.code_challenge_method, session.citizen,
                                session.auth_time, session.method, session.psid)
-        sessions.note_client(session, client.client_id)
+        sessions.note_client(session, client.client_id, adult_counted=counted)
         response = _to_client(paused.redirect_uri, {"code": code, "state": paused.state})
     interaction.end(paused, response)
     return response
@@ -354,7 +358,8 @@ def authorize():
     try:
         paused = validate(request.values)
         use_ui_locales(paused.ui_locales)
-        return proceed(paused, sessions.current(), stored=False)
+        with store.deferred():  # a single sign-on's code, counters and session: one round trip
+            return proceed(paused, sessions.current(), stored=False)
     except ToClient as error:
         return _refusal(error)
 
@@ -375,12 +380,13 @@ def resume():
 def after_login(paused: Interaction, citizen: Citizen, method: str) -> Response:
     """The login pages proved who the person is: a new SSO session (always a new id), and the
     paused request goes on from where it stopped, without a second validation."""
-    session, cookie = sessions.create(citizen, method)
-    paused.sid, paused.logged_in, paused.login = session.sid, True, None
-    try:
-        response = proceed(paused, session, stored=True)
-    except ToClient as error:
-        response = _refusal(error, paused)
+    with store.deferred():  # the new session, the code, the counters, the end of the request: one round trip
+        session, cookie = sessions.create(citizen, method)
+        paused.sid, paused.logged_in, paused.login = session.sid, True, None
+        try:
+            response = proceed(paused, session, stored=True)
+        except ToClient as error:
+            response = _refusal(error, paused)
     sessions.set_cookie(response, cookie)
     return response
 

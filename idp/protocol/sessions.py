@@ -11,6 +11,7 @@ key, birth date, counted as an adult), so that using it reads no row.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import time
@@ -37,6 +38,8 @@ class Session:
     auth_time: int
     method: str
     clients: list[str] = field(default_factory=list)
+    #: made by this request (``create``): no one else knows its cookie yet
+    fresh: bool = field(default=False, compare=False)
 
     def as_record(self) -> dict[str, Any]:
         return {"sid": self.sid, "psid": self.psid, "citizen_id": self.citizen.id, "auth_time": self.auth_time,
@@ -67,7 +70,8 @@ def create(citizen: Citizen, method: str) -> tuple[Session, str]:
     if old and len(old) <= 64:
         store.delete_session(store.session_id(old))
     cookie = secrets.token_urlsafe(32)
-    session = Session(store.session_id(cookie), secrets.token_urlsafe(16), citizen, int(time.time()), method)
+    session = Session(store.session_id(cookie), secrets.token_urlsafe(16), citizen, int(time.time()), method,
+                      fresh=True)
     store.put_session(session.sid, session.as_record(), ttl=settings.login.session_ttl)
     return session, cookie
 
@@ -95,11 +99,24 @@ def by_id(sid: str) -> Session | None:
     return Session.from_record(store.get_session(sid))
 
 
-def note_client(session: Session, client_id: str) -> None:
-    """Remember that a client received a code within the session (for logout)."""
+def note_client(session: Session, client_id: str, adult_counted: bool = False) -> None:
+    """Remember that a client received a code within the session (for logout), and that its
+    citizen is now counted as an adult (so that its single sign-ons need not ask again).
+
+    A session made by this request is rewritten from what is here (no one else can be using it
+    yet: one write, deferrable); an older one is read and rewritten (another request of the same
+    browser may have added a client meanwhile)."""
+    counted = adult_counted and not session.citizen.adult_counted
+    if counted:
+        session.citizen = dataclasses.replace(session.citizen, adult_counted=True)
+    if client_id in session.clients and not counted:
+        return
     if client_id not in session.clients:
-        store.add_session_client(session.sid, client_id)
         session.clients.append(client_id)
+    if session.fresh:
+        store.rewrite_session(session.sid, session.as_record())
+    else:
+        store.add_session_client(session.sid, client_id)
 
 
 def forget_cookie(response: Response) -> None:

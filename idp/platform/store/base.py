@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,38 @@ class StoreBase:
         self.url = url
         self.prefix = prefix
         self.redis = connect(url)
+        self._batch = threading.local()  # the writes a thread defers (``deferred``)
+
+    # ---- deferred writes ------------------------------------------------------------------
+    @contextmanager
+    def deferred(self):
+        """Inside, the write-only records of this thread (sessions, codes, live counters, the
+        end of a paused request) are queued, and go out together at the end, in one MULTI/EXEC
+        round trip: all of them or, when the block raises, none. Reads still go at once, so a
+        record written inside is not read back inside. Nested blocks join the outer one."""
+        if getattr(self._batch, "pipe", None) is not None:
+            yield
+            return
+        pipe = self._batch.pipe = self.redis.pipeline(transaction=True)
+        try:
+            yield
+        except BaseException:
+            pipe.reset()
+            raise
+        finally:
+            self._batch.pipe = None
+        if pipe.command_stack:
+            pipe.execute()
+
+    def _writes(self, transaction: bool = True):
+        """The pipeline a write-only record queues on: the thread's deferred batch if one is
+        open, else a new one; hand it to ``_send`` when done."""
+        pipe = getattr(self._batch, "pipe", None)
+        return pipe if pipe is not None else self.redis.pipeline(transaction=transaction)
+
+    def _send(self, pipe) -> None:
+        if pipe is not getattr(self._batch, "pipe", None):
+            pipe.execute()
 
     # ---- keys -----------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:

@@ -9,15 +9,15 @@ from .base import StoreBase
 class LiveCounters(StoreBase):
     # ---- live counters ----------------------------------------------------------------------
     def count_daily_user(self, day: str, client_id: str, member: str, ttl: int) -> None:
-        """Add a citizen to today's unique-user HyperLogLogs (overall and per client)."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Add a citizen to today's unique-user HyperLogLogs (overall and per client); deferrable."""
+        pipe = self._writes(transaction=False)
         for key in (self._k("hll", "day", day), self._k("hll", "day", day, client_id)):
             pipe.pfadd(key, member)
             pipe.expire(key, ttl)
         pipe.hincrby(self._k("live", "logins", day), client_id, 1)
         pipe.expire(self._k("live", "logins", day), ttl)
         pipe.set(self._k("live", "since", day), f"{time.time():.3f}", nx=True, ex=ttl)
-        pipe.execute()
+        self._send(pipe)
 
     def live_day(self, day: str) -> tuple[float | None, dict[str, int], dict[str, int], int]:
         """A day's live figures: (since, logins per client, unique citizens per client, unique

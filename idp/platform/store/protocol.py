@@ -27,8 +27,10 @@ class ProtocolRecords(StoreBase):
         return bool(self.redis.set(key, json.dumps(payload, separators=(",", ":")), xx=True, keepttl=True))
 
     def delete_pending(self, request_id: str) -> None:
-        """Forget a paused request once it is answered."""
-        self.redis.delete(self._k("req", request_id))
+        """Forget a paused request once it is answered (deferrable)."""
+        pipe = self._writes()
+        pipe.delete(self._k("req", request_id))
+        self._send(pipe)
 
     # ---- single sign-on sessions ------------------------------------------------------------
     @staticmethod
@@ -39,15 +41,22 @@ class ProtocolRecords(StoreBase):
 
     def put_session(self, sid: str, payload: dict[str, Any], ttl: int) -> None:
         """Create an SSO session, the lookup from its public id (``psid``), and its place in its
-        citizen's set (which lives as long as the citizen's newest session): one round trip."""
-        pipe = self.redis.pipeline(transaction=True)
+        citizen's set (which lives as long as the citizen's newest session): one round trip
+        (deferrable)."""
+        pipe = self._writes()
         pipe.set(self._k("sess", sid), json.dumps(payload, separators=(",", ":")), ex=ttl)
         if payload.get("psid"):
             pipe.set(self._k("psid", payload["psid"]), sid, ex=ttl)
         index = self._k("sess-of", str(payload["citizen_id"]))
         pipe.sadd(index, sid)
         pipe.expire(index, ttl)
-        pipe.execute()
+        self._send(pipe)
+
+    def rewrite_session(self, sid: str, payload: dict[str, Any]) -> None:
+        """Rewrite a live session's record, keeping its lifetime (SET XX KEEPTTL; deferrable)."""
+        pipe = self._writes()
+        pipe.set(self._k("sess", sid), json.dumps(payload, separators=(",", ":")), xx=True, keepttl=True)
+        self._send(pipe)
 
     def session_by_public_id(self, psid: str) -> dict[str, Any] | None:
         """The live session whose public id (the `sid` claim agencies see) this is, or None."""
@@ -67,8 +76,8 @@ class ProtocolRecords(StoreBase):
         if session is None or client_id in session.get("clients", []):
             return
         session.setdefault("clients", []).append(client_id)
-        # XX KEEPTTL: only while the session lives, with its remaining lifetime (one round trip)
-        self.redis.set(key, json.dumps(session, separators=(",", ":")), xx=True, keepttl=True)
+        # XX KEEPTTL: only while the session lives, with its remaining lifetime (deferrable)
+        self.rewrite_session(sid, session)
 
     def delete_session(self, sid: str) -> None:
         """Delete an SSO session replaced by a new login in the same browser (its tokens stay
@@ -97,12 +106,13 @@ class ProtocolRecords(StoreBase):
 
     # ---- authorization codes ----------------------------------------------------------------
     def put_code(self, code: str, payload: dict[str, Any], ttl: int, nonce_ttl: int) -> None:
-        """Save a code's grant; its nonce (if any) is recorded as used in the same round trip."""
-        pipe = self.redis.pipeline(transaction=True)
+        """Save a code's grant; its nonce (if any) is recorded as used in the same round trip
+        (deferrable)."""
+        pipe = self._writes()
         pipe.set(self._k("code", sha(code)), json.dumps(payload, separators=(",", ":")), ex=ttl)
         if payload.get("nonce"):
             pipe.set(self._nonce_key(payload["client_id"], payload["nonce"]), "1", ex=nonce_ttl)
-        pipe.execute()
+        self._send(pipe)
 
     def consume_code(self, code: str, used_ttl: int) -> tuple[dict[str, Any] | None, bool]:
         """Redeem a code exactly once (atomic GETDEL); returns (grant, replayed).
