@@ -518,7 +518,9 @@ def start_profiler(p: Provider, name: str, args) -> list[subprocess.Popen]:
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for pid in p.workers():
-        cmd = [spy, "record", "-p", str(pid), "-d", str(max(1, args.duration - 2)), "-r", "100", "--gil",
+        # BENCH_SPY_FLAGS: e.g. "" for every thread on CPU, with or without the interpreter lock
+        flags = os.environ.get("BENCH_SPY_FLAGS", "--gil").split()
+        cmd = [spy, "record", "-p", str(pid), "-d", str(max(1, args.duration - 2)), "-r", "100", *flags,
                "--nonblocking", "-f", "raw", "-o", str(out / f"{p.name}-{name}-{pid}.txt")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs

@@ -110,7 +110,14 @@ def metered(request, tmp_path_factory, redis_url):
     AbstractConnection.connect_check_health = on_connect
     with app.app_context():
         engine = db.engine
-    listeners = [(engine, "before_cursor_execute", lambda *a, **k: meter.add("sql")),
+    def statement(conn, cursor, sql, *rest):
+        meter.add("sql")
+        # a write on an autocommit connection (database.write_now) is a commit of its own
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT" and \
+                sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            meter.add("commit")
+
+    listeners = [(engine, "before_cursor_execute", statement),
                  (engine, "commit", lambda *a, **k: meter.add("commit"))]
     for target, name, fn in listeners:
         event.listen(target, name, fn)

@@ -68,15 +68,16 @@ _PROFILE = select(_c.id, _c.subject_key, _c.national_id, _c.mobile, _c.birth_dat
 
 
 def find(national_id: str, directory: CitizenDirectory | None = None) -> Registered | None:
-    """The citizen registered under a validated national ID, or None: one row read. With a
-    directory other than the table, the registry's answer is written to the local row first."""
+    """The citizen registered under a validated national ID, or None: one row read on a
+    connection of its own. With a directory other than the table, the registry's answer is
+    written (and committed) to the local row first."""
     source = directory if directory is not None else current_directory()
     if not isinstance(source, SqlCitizenDirectory):
         record = source.find(national_id)
         if record is None:
             return None
         _provision(record)
-    row = db.session.execute(_BY_NATIONAL_ID, {"p_nid": national_id}).first()
+    row = read_row(_BY_NATIONAL_ID, {"p_nid": national_id})
     if row is None:
         return None
     return Registered(Citizen(*row[:4]), mobile=row[4], has_app=bool(row[5]))

@@ -19,7 +19,7 @@ from flask import has_request_context, request
 from sqlalchemy import JSON, Index, String, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .database import BigId, UTCDateTime, db, utcnow
+from .database import BigId, UTCDateTime, db, utcnow, write_now
 from .settings import settings
 
 log = logging.getLogger("idp.audit")
@@ -72,13 +72,15 @@ def record(event: str, *, national_id: str | None = None, subject_fp: str | None
     ip = client_ip()
     if national_id:
         subject_fp = fingerprint("nid", national_id)
-    # one prebuilt Core INSERT on the table, in the session's transaction: no unit of work, no
-    # ORM bulk path, no statement built and cache-keyed per event
-    db.session.execute(_INSERT, {"event": event, "subject_fp": subject_fp,
-                                 "ip_fp": fingerprint("ip", ip) if ip else None,
-                                 "client_id": client_id, "details": details})
+    # one prebuilt Core INSERT on the table: no unit of work, no ORM bulk path, no statement
+    # built and cache-keyed per event; committed at once (on its own when nothing else is under
+    # way: one round trip), or left in the session's transaction for its commit
+    row = {"event": event, "subject_fp": subject_fp, "ip_fp": fingerprint("ip", ip) if ip else None,
+           "client_id": client_id, "details": details}
     if commit:
-        db.session.commit()
+        write_now(_INSERT, row)
+    else:
+        db.session.execute(_INSERT, row)
     log.info("audit %s client=%s subject=%s %s", event, client_id, subject_fp, details)
 
 

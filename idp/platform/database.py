@@ -45,6 +45,23 @@ def read_row(statement, params=None):
 _readers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def write_now(statement, params=None) -> None:
+    """Execute one write and make it durable: on its own in autocommit (one round trip, the
+    statement its own transaction) when the session has no transaction under way, else in that
+    transaction, committed with it. For the writes that stand alone (an audit event, a new
+    refresh token family)."""
+    if db.session().in_transaction():
+        db.session.execute(statement, params)
+        db.session.commit()
+        return
+    engine = db.engine
+    writer = _readers.get(engine)
+    if writer is None:
+        writer = _readers[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with writer.connect() as conn:
+        conn.execute(statement, params)
+
+
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware, in UTC."""
     return dt.datetime.now(dt.timezone.utc)

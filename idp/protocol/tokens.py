@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, insert, select, update
 from ..citizens.directory import Citizen
 from ..citizens.models import CitizenRow
 from ..platform import audit
-from ..platform.database import db, utcnow
+from ..platform.database import db, utcnow, write_now
 from ..platform.settings import settings
 from ..platform.store import store
 from .models import Client, RefreshToken
@@ -70,14 +70,13 @@ _CLAIM = (update(_refresh)
 
 def save(token: str, client: Client, principal, scope: str, family_id: str | None = None) -> None:
     """Store a new refresh token (a new family unless it rotates an old one), committing the
-    transaction it is part of (a rotation's claim included)."""
+    transaction it is part of (a rotation's claim included; a new family's token stands alone)."""
     now = utcnow()
-    db.session.execute(_INSERT, {"token_hash": hash_token(token), "family_id": family_id or secrets.token_hex(16),
-                                 "client_id": client.client_id, "citizen_id": principal.citizen.id,
-                                 "sid": principal.sid, "scope": scope, "auth_time": principal.auth_time,
-                                 "method": principal.method, "created_at": now,
-                                 "expires_at": now + dt.timedelta(seconds=settings.tokens.refresh_token_ttl)})
-    db.session.commit()
+    write_now(_INSERT, {"token_hash": hash_token(token), "family_id": family_id or secrets.token_hex(16),
+                        "client_id": client.client_id, "citizen_id": principal.citizen.id,
+                        "sid": principal.sid, "scope": scope, "auth_time": principal.auth_time,
+                        "method": principal.method, "created_at": now,
+                        "expires_at": now + dt.timedelta(seconds=settings.tokens.refresh_token_ttl)})
 
 
 def find(token: str) -> RefreshToken | None:
