@@ -32,7 +32,7 @@ BUDGET = {
     "POST /login": (8, 2, 1),
     "GET /login/code": (2, 0, 0),
     "POST /login/code": (8, 5, 1),
-    "POST /token (code)": (4, 1, 1),
+    "POST /token (code)": (3, 1, 1),
     "GET /userinfo": (1, 1, 0),
     "POST /introspect": (1, 0, 0),
     "GET /authorize (SSO)": (4, 2, 1),

@@ -121,14 +121,16 @@ class ProtocolRecords(StoreBase):
         code that never existed (RFC 6749 §4.1.2: a replay should revoke what it issued).
         """
         h = sha(code)
-        pipe = self.redis.pipeline(transaction=False)
+        used_key = self._k("code-used", h)
+        pipe = self.redis.pipeline(transaction=True)  # one round trip when the code is live
         pipe.getdel(self._k("code", h))
-        pipe.exists(self._k("code-used", h))
-        raw, used = pipe.execute()
-        if raw is None:
-            return None, bool(used)
-        self.redis.set(self._k("code-used", h), "1", ex=used_ttl)
-        return json.loads(raw), False
+        pipe.set(used_key, "1", ex=used_ttl, nx=True)
+        raw, marked = pipe.execute()
+        if raw is not None:
+            return json.loads(raw), False
+        if marked:  # no such code, and no marker before this one: take it back
+            self.redis.delete(used_key)
+        return None, not marked
 
     # ---- nonces -----------------------------------------------------------------------------
     def _nonce_key(self, client_id: str, nonce: str) -> str:
