@@ -12,6 +12,7 @@ execution, every commit one transaction committed.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -27,16 +28,16 @@ from .helpers import mobile_e164, redirect_params
 
 #: step -> (store round trips, SQL statements, commits), the most each may use.
 BUDGET = {
-    "GET /authorize": (4, 1, 0),
+    "GET /authorize": (3, 1, 0),
     "GET /login": (0, 0, 0),  # no such request: /authorize answers with the first page
     "POST /login": (8, 2, 1),
     "GET /login/code": (2, 0, 0),
-    "POST /login/code": (8, 5, 1),
-    "POST /token (code)": (3, 1, 1),
+    "POST /login/code": (7, 5, 1),
+    "POST /token (code)": (2, 1, 1),
     "GET /userinfo": (1, 1, 0),
     "POST /introspect": (1, 0, 0),
-    "GET /authorize (SSO)": (4, 2, 1),
-    "POST /token (refresh)": (1, 2, 1),
+    "GET /authorize (SSO)": (3, 2, 1),
+    "POST /token (refresh)": (0, 2, 1),
 }
 
 _counting = threading.local()
@@ -134,8 +135,22 @@ def metered(request, tmp_path_factory, redis_url):
             db.engine.dispose()
 
 
+def _following(live) -> None:
+    """Until the app follows the clients version by its subscription (as a serving process
+    does from its first request on), so that no step pays for reading it."""
+    requests.get(f"{live.url}/authorize?client_id=warm-up", timeout=10)  # the first lookup starts it
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # real time: a subscription on a real Redis
+        follower = live.app.extensions.get("idp.clients_follower")
+        if follower is not None and follower.live:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the clients version is not followed")
+
+
 def test_a_login_stays_within_its_budget(metered):
     live, meter = metered
+    _following(live)
     client_id, secret, redirect_uri = live.add_client(name="Cost agency", scope="openid profile offline_access")
     national_id, mobile = live.add_citizen()
     browser = live.flow()

@@ -445,3 +445,23 @@ def test_a_key_rotated_on_one_node_is_used_by_both(two_nodes):
         info = other.session().get(f"{other.url}/userinfo", timeout=10,
                                    headers={"Authorization": f"Bearer {body['access_token']}"})
         assert info.status_code == 200, info.text
+
+
+def test_a_client_disabled_by_an_operator_is_refused_at_once_by_every_worker(two_nodes):
+    """Each worker keeps clients in memory and follows the clients version by a subscription
+    (no GET per request): `idp clients disable`, run in a process of its own, reaches every
+    worker of both nodes before the operator's next request, and `enable` does too."""
+    client = two_nodes.add_client(scope="openid offline_access")
+
+    def statuses() -> set[int]:
+        # fresh connections, so that the workers of each node all take some
+        return {requests.post(f"{node.url}/introspect", data={"token": "x.y.z"}, auth=client[:2],
+                              timeout=10).status_code for node in two_nodes.nodes for _ in range(8)}
+
+    assert statuses() == {200}  # every worker now holds the client
+    out = two_nodes.cli("clients", "disable", client[0])
+    assert out.returncode == 0, out.stderr
+    assert statuses() == {401}
+    out = two_nodes.cli("clients", "enable", client[0])
+    assert out.returncode == 0, out.stderr
+    assert statuses() == {200}

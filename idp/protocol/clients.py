@@ -1,20 +1,25 @@
 """Agency clients as the protocol finds them: one lookup (:func:`find`), through a cache that
 each process keeps between requests.
 
-The cache is checked on every request against the store's clients version (one GET per
-request, for all the client lookups the request makes, or read along with the request's first
-store call where that comes first: :meth:`ClientCache.note_version`). Every change made through ``idp
-clients`` (agencies.py) renews that version, so a client disabled or given a new secret by any
-process is refused from the very next request on every node. A copy is also read again after
-``MAX_AGE`` seconds, for a row changed in SQL by hand. The in-memory store (``memory://``) is
-not shared between processes, so there a client is read once per request instead.
+The cache is checked on every request against the store's clients version, which every change
+made through ``idp clients`` (agencies.py) renews and publishes. Each serving process follows
+it by a subscription (``_Follower``), so a request needs no round trip to know its copies are
+current, and a client disabled or given a new secret by any process is refused on every node
+as soon as the published change arrives (a round trip's time after the change). While a process
+follows no live subscription (starting, the store lost and back), each request reads the
+version itself (once, or along with its first store call: :meth:`ClientCache.note_version`).
+A copy is also read again after ``MAX_AGE`` seconds, for a row changed in SQL by hand. The
+in-memory store (``memory://``) is not shared between processes, so there a client is read
+once per request instead.
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Any
 
-from flask import g, has_request_context
+from flask import current_app, g, has_request_context
 
 from ..platform.database import db
 from ..platform.store import store
@@ -38,12 +43,21 @@ class ClientCache:
     @staticmethod
     def _version() -> tuple[bool, str | None]:
         """(shared, version): whether the cache may outlive the request, and under what version.
-        The version is read once per request and kept in ``g`` for the request's other lookups."""
+        The version is the one this process follows (``_Follower``), or, while it follows none,
+        read once per request; kept in ``g`` for the request's other lookups."""
         if store.url == "memory://" or not has_request_context():
             return False, None
         if "idp_clients_version" not in g:
-            g.idp_clients_version = store.clients_version()
+            follower = _follower()
+            g.idp_clients_version = follower.version if follower.live else store.clients_version()
         return True, g.idp_clients_version
+
+    @staticmethod
+    def needs_version() -> bool:
+        """Whether this request still has to read the clients version (no live subscription)."""
+        if store.url == "memory://" or not has_request_context() or "idp_clients_version" in g:
+            return False
+        return not _follower().live
 
     @staticmethod
     def note_version(version: str | None) -> None:
@@ -74,6 +88,47 @@ class ClientCache:
 
 
 client_cache = ClientCache()
+
+
+class _Follower:
+    """This process's subscription to the clients version (store.follow_clients_version): while
+    it is live, a request needs no GET to know whether its cached clients are current. A change
+    published by any process reaches it within a round trip; while it is not live (starting, the
+    store lost) every request reads the version itself, as before."""
+
+    def __init__(self, app) -> None:
+        self.pid = os.getpid()
+        self.version: str | None = None
+        self.live = False
+        self.stopped = threading.Event()
+        st = app.extensions["idp.store"]
+        self.thread = threading.Thread(target=st.follow_clients_version, args=(self._on_version, self.stopped),
+                                       name="idp-clients-version", daemon=True)
+
+    def _on_version(self, version: str | None, live: bool) -> None:
+        if not live:
+            self.live = False
+            return
+        if version != self.version:
+            self.version = version
+        self.live = True
+
+
+_followers_lock = threading.Lock()
+
+
+def _follower() -> _Follower:
+    """The current app's follower in this process (started on first use, again after a fork)."""
+    app = current_app._get_current_object()
+    follower = app.extensions.get("idp.clients_follower")
+    if follower is None or follower.pid != os.getpid():
+        with _followers_lock:
+            follower = app.extensions.get("idp.clients_follower")
+            if follower is None or follower.pid != os.getpid():
+                follower = app.extensions["idp.clients_follower"] = _Follower(app)
+                follower.thread.start()
+    return follower
+
 
 
 def find(client_id: Any) -> Client | None:

@@ -61,8 +61,10 @@ def access_token_revoked(claims: dict[str, Any]) -> bool:
     memo = g.setdefault("idp_revoked", {}) if has_request_context() else {}
     jti = claims.get("jti", "")
     if jti not in memo:
-        revoked, version = store.access_token_state(jti, claims.get("sid"))
-        clients.client_cache.note_version(version)
+        need = clients.client_cache.needs_version()
+        revoked, version = store.access_token_state(jti, claims.get("sid"), with_version=need)
+        if need:
+            clients.client_cache.note_version(version)
         memo[jti] = revoked
     return memo[jti]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+import threading
+from typing import Any, Callable
 
 from .base import StoreBase, sha
 
@@ -150,10 +151,13 @@ class ProtocolRecords(StoreBase):
         keys = [self._k("revoked-at", jti)] + ([self._k("sess-ended", sid)] if sid else [])
         return bool(self.redis.exists(*keys))
 
-    def access_token_state(self, jti: str, sid: str | None = None) -> tuple[bool, str | None]:
-        """(revoked or its session ended, the clients version): the one round trip of a request
-        that presents an access token, which so also checks the client cache."""
+    def access_token_state(self, jti: str, sid: str | None = None,
+                           with_version: bool = True) -> tuple[bool, str | None]:
+        """(revoked or its session ended, the clients version if asked): the one round trip of
+        a request that presents an access token, which so may also check the client cache."""
         keys = [self._k("revoked-at", jti)] + ([self._k("sess-ended", sid)] if sid else [])
+        if not with_version:
+            return bool(self.redis.exists(*keys)), None
         pipe = self.redis.pipeline(transaction=False)
         pipe.exists(*keys)
         pipe.get(self._k("clients", "version"))
@@ -173,6 +177,40 @@ class ProtocolRecords(StoreBase):
 
     def new_clients_version(self, ttl: int = 7 * 86400) -> None:
         """Announce that a client changed: a fresh random value, so that every cached copy made
-        under any earlier value (or under none, after this key expired) is read again."""
-        self.redis.set(self._k("clients", "version"), secrets.token_urlsafe(12), ex=ttl)
+        under any earlier value (or under none, after this key expired) is read again; the value
+        is also published to every process that follows it (``follow_clients_version``)."""
+        version = secrets.token_urlsafe(12)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._k("clients", "version"), version, ex=ttl)
+        pipe.publish(self._k("clients", "changed"), version)
+        pipe.execute()
+
+    def follow_clients_version(self, on_version: Callable[[str | None, bool], None], stopped: threading.Event,
+                               retry_seconds: float = 1.0) -> None:
+        """Follow the clients version until ``stopped``: ``on_version(value, True)`` with the
+        value at each (re)subscription, then with each value published; ``on_version(None,
+        False)`` whenever the subscription is lost (the caller then reads the value itself)."""
+        channel = self._k("clients", "changed")
+        while not stopped.is_set():
+            pubsub = self.redis.pubsub()
+            try:
+                pubsub.subscribe(channel)
+                confirmed = None
+                while confirmed is None and not stopped.is_set():
+                    confirmed = pubsub.get_message(timeout=1.0)
+                # subscribed before the value is read: no change can fall in between
+                on_version(self.clients_version(), True)
+                while not stopped.is_set():
+                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message.get("type") == "message":
+                        on_version(message["data"], True)
+            except Exception:  # noqa: BLE001 - the store gone, a reset connection: read per request
+                on_version(None, False)
+                stopped.wait(retry_seconds)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        on_version(None, False)
 
