@@ -30,9 +30,9 @@ from .helpers import mobile_e164, redirect_params
 BUDGET = {
     "GET /authorize": (3, 1, 0),
     "GET /login": (0, 0, 0),  # no such request: /authorize answers with the first page
-    "POST /login": (8, 2, 1),
+    "POST /login": (4, 2, 1),
     "GET /login/code": (2, 0, 0),
-    "POST /login/code": (7, 5, 1),
+    "POST /login/code": (5, 5, 1),
     "POST /token (code)": (2, 1, 1),
     "GET /userinfo": (1, 1, 0),
     "POST /introspect": (1, 0, 0),

@@ -75,6 +75,23 @@ def test_per_ip_starts(make_provider):
     assert start_login(provider, other, client, national_id, mobile)[0].status_code == 303
 
 
+def test_the_address_is_checked_before_the_pair_in_one_go(make_provider):
+    """A start's limits are read in one store round trip (limits.check_start) and applied in
+    order: a start refused for its address spends nothing of the pair's budget; one refused for
+    the pair's budget still counts against its address."""
+    provider = limited(make_provider, starts_per_ip="2/600", codes_per_national_id="3/900")
+    client = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    busy = Browser(provider, "10.9.0.1")
+    statuses = [start_login(provider, busy, client, national_id, mobile)[0].status_code for _ in range(4)]
+    assert statuses == [303, 303, 429, 429]  # the pair's budget spent twice, not four times
+    other = Browser(provider, "10.9.0.2")
+    statuses = [start_login(provider, other, client, national_id, mobile)[0].status_code for _ in range(2)]
+    assert statuses == [303, 429]  # the pair's third start, then its limit
+    someone_else = provider.add_citizen()
+    assert start_login(provider, other, client, *someone_else)[0].status_code == 429  # the address: 2 of 2
+
+
 def test_resend_waits_then_sends_a_new_code_for_the_same_challenge(make_provider, monkeypatch):
     import idp.login.codes
 

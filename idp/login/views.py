@@ -25,6 +25,7 @@ from ..citizens.national_id import (
 from ..platform import audit, limits, metrics
 from ..platform.errors import ChallengeExpired, ChallengeLocked, InteractionGone, SmsFailed, TooManyRequests
 from ..platform.i18n import current_lang, t, use_ui_locales
+from ..platform.store import store
 from ..protocol import authorize, interaction
 from ..protocol.interaction import Interaction, LoginStep
 from . import codes
@@ -85,10 +86,6 @@ def identify_submit():
     """Check the two fields; open a challenge (a code is sent only to the registered owner)."""
     paused = _paused(request.args.get("r"))
     rid = paused.id
-    try:
-        limits.check_ip("starts_per_ip")
-    except limits.RateLimited as exc:
-        raise _limited(exc, rid) from None
     raw_nid, raw_mobile = request.form.get("national_id", ""), request.form.get("mobile", "")
     errors = {}
     try:
@@ -100,6 +97,10 @@ def identify_submit():
     except InvalidMobile:
         errors["mobile"] = t("error.mobile")
     if errors:
+        try:
+            limits.check_ip("starts_per_ip")  # a refused form counts against its address all the same
+        except limits.RateLimited as exc:
+            raise _limited(exc, rid) from None
         values = {"national_id": normalize_digits(raw_nid)[:10], "mobile": normalize_digits(raw_mobile)[:16],
                   "method": "totp" if request.form.get("method") == "totp" else "sms"}
         return _identify_page(paused, errors, values, 400)
@@ -108,7 +109,7 @@ def identify_submit():
     subject_fp = audit.fingerprint("nid", national_id)
     kind = "totp" if request.form.get("method") == "totp" else "sms"
     try:
-        limits.check_send(keys, sms=kind == "sms")
+        limits.check_start(keys, sms=kind == "sms")  # the address, then the pair and the mobile
     except limits.RateLimited as exc:
         raise _limited(exc, rid) from None
     registered = directory.find(national_id)
@@ -180,8 +181,7 @@ def code_submit():
     if step is None:
         return redirect(restart, code=303)
     try:
-        limits.check_ip("code_checks_per_ip")
-        limits.check_cooloff(step.pair_fp)
+        limits.check_code_ip(step.pair_fp)  # the address, then the pair's cool-off
     except limits.RateLimited as exc:
         raise _limited(exc, rid) from None
     entered = normalize_digits(request.form.get("otp", ""))[:16]
@@ -201,7 +201,6 @@ def code_submit():
     except codes.OtpExpired:
         raise ChallengeExpired(restart_url=restart) from None
 
-    limits.record_right_code(step.pair_fp)
     citizen = citizen or directory.get(citizen_id)
     if citizen is None:
         raise ChallengeExpired(restart_url=restart)
@@ -210,6 +209,12 @@ def code_submit():
     # when the request pauses again for consent
     audit.record("login_succeeded", subject_fp=step.nid_fp, client_id=paused.client_id, method=method,
                  commit=False)
-    response = authorize.after_login(paused, citizen, method)
+    try:
+        with store.deferred():  # the run of wrong codes ends with the session, the code and the rest: one round trip
+            limits.record_right_code(step.pair_fp)
+            response = authorize.after_login(paused, citizen, method)
+    except Exception:
+        limits.record_right_code(step.pair_fp)  # a right code ends the run whatever happened next
+        raise
     audit.commit()
     return response

@@ -103,6 +103,40 @@ def check_send(keys: Keys, sms: bool = True) -> None:
             _refused(window.limit, wait)
 
 
+def check_start(keys: Keys, sms: bool = True) -> None:
+    """``check_ip("starts_per_ip")`` then ``check_send(keys, sms)``, with the same outcome (what
+    is counted and what is refused, in that order) and in one store round trip."""
+    if not _enabled():
+        return
+    windows = [_window("starts_per_ip", keys.ip), _window("codes_per_national_id", keys.pair),
+               _window("codes_per_national_id_daily", keys.pair)]
+    hits = store.hit_windows(windows, cool_fp=keys.pair, look=_window("codes_per_mobile", keys.mobile) if sms else None)
+    if hits.waits[0]:  # the address: nothing of the pair is counted
+        hits.take_back(1)
+        _refused(windows[0].limit, hits.waits[0])
+    if hits.cool:
+        hits.take_back(1)
+        raise RateLimited("cooloff", hits.cool, cooloff=True)
+    for i in (1, 2):
+        if hits.waits[i]:
+            hits.take_back(i + 1)
+            _refused(windows[i].limit, hits.waits[i])
+    if hits.look_wait:
+        _refused("codes_per_mobile", hits.look_wait)
+
+
+def check_code_ip(pair_fp: str) -> None:
+    """``check_ip("code_checks_per_ip")`` then ``check_cooloff(pair_fp)``, in one round trip."""
+    if not _enabled():
+        return
+    window = _window("code_checks_per_ip", audit.fingerprint("ip", audit.client_ip()))
+    hits = store.hit_windows([window], cool_fp=pair_fp)
+    if hits.waits[0]:
+        _refused(window.limit, hits.waits[0])
+    if hits.cool:
+        raise RateLimited("cooloff", hits.cool, cooloff=True)
+
+
 def sent_window(keys: Keys) -> Window | None:
     """The window a code actually sent to this pair's mobile is counted in (None: limits off)."""
     return _window("codes_per_mobile", keys.mobile) if _enabled() else None

@@ -135,6 +135,50 @@ class LoginRecords(StoreBase):
         first = oldest[0][1] if oldest else now
         return max(1, int(first + period - now + 0.999))
 
+    def hit_windows(self, hits: list[Window], cool_fp: str | None = None, look: Window | None = None) -> "Hits":
+        """``hit_window`` for each of ``hits``, the cool-off left for ``cool_fp`` and
+        ``window_wait`` for ``look``, all in one MULTI round trip. A hit over its window is taken
+        back (in a second round trip, only then); so are the later hits a caller does not count
+        (``Hits.take_back``)."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        members = []
+        for w in hits:
+            key, member = self._k("rl", w.limit, w.fp), f"{now:.6f}:{os.urandom(4).hex()}"
+            members.append((key, member))
+            pipe.zremrangebyscore(key, 0, now - w.period)
+            pipe.zadd(key, {member: now})
+            pipe.zcard(key)
+            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.expire(key, w.period)
+        if cool_fp is not None:
+            pipe.ttl(self._k("cool", cool_fp))
+        if look is not None:
+            key = self._k("rl", look.limit, look.fp)
+            pipe.zcount(key, now - look.period, "+inf")
+            pipe.zrangebyscore(key, now - look.period, "+inf", start=0, num=1, withscores=True)
+        out = pipe.execute()
+        waits, over = [], []
+        for i, w in enumerate(hits):
+            total, oldest = out[5 * i + 2], out[5 * i + 3]
+            if total <= w.count:
+                waits.append(0)
+                continue
+            over.append(members[i])
+            first = oldest[0][1] if oldest else now
+            waits.append(max(1, int(first + w.period - now + 0.999)))
+        rest = out[5 * len(hits):]
+        cool = max(0, int(rest.pop(0) or 0)) if cool_fp is not None else 0
+        look_wait = 0
+        if look is not None:
+            total, oldest = rest
+            if total >= look.count:
+                look_wait = max(1, int(oldest[0][1] + look.period - now + 0.999)) if oldest else 0
+        hits_made = Hits(self, members, waits, cool, look_wait)
+        if over:
+            hits_made._remove(over)
+        return hits_made
+
     def window_wait(self, limit: str, fp: str, count: int, period: int) -> int:
         """Seconds until one more hit would be allowed (0 now), without recording a hit."""
         key = self._k("rl", limit, fp)
@@ -157,8 +201,10 @@ class LoginRecords(StoreBase):
         return int(total)
 
     def clear_failures(self, fp: str) -> None:
-        """A right code ends the run of wrong ones."""
-        self.redis.delete(self._k("fail", fp), self._k("cool", fp))
+        """A right code ends the run of wrong ones (deferrable)."""
+        pipe = self._writes()
+        pipe.delete(self._k("fail", fp), self._k("cool", fp))
+        self._send(pipe)
 
     def start_cooloff(self, fp: str, seconds: int) -> None:
         """Refuse codes for this pair for a while."""
@@ -175,3 +221,25 @@ class LoginRecords(StoreBase):
         keys += [self._k("fail", fp) for fp in fps] + [self._k("cool", fp) for fp in fps]
         return int(self.redis.delete(*keys)) if keys else 0
 
+
+
+class Hits:
+    """What ``hit_windows`` found: the wait of each hit window (0: allowed), the cool-off left,
+    and the looked-at window's wait."""
+
+    def __init__(self, store: LoginRecords, members: list[tuple[str, str]], waits: list[int], cool: int,
+                 look_wait: int):
+        self._store, self._members = store, members
+        self.waits, self.cool, self.look_wait = waits, cool, look_wait
+
+    def _remove(self, members: list[tuple[str, str]]) -> None:
+        pipe = self._store.redis.pipeline(transaction=False)
+        for key, member in members:
+            pipe.zrem(key, member)
+        pipe.execute()
+
+    def take_back(self, start: int) -> None:
+        """Take back the hits from window ``start`` on (those over their window are already)."""
+        members = [m for m, wait in zip(self._members[start:], self.waits[start:]) if not wait]
+        if members:
+            self._remove(members)
