@@ -6,7 +6,8 @@ request, store round trips, SQL statements and commits, medians over many logins
     python bench/login_cost.py . --logins 300 --limits on
 
 In process, through Flask's test client (no HTTP server, no network, one request at a time), so
-the figures are the app's own: steady from run to run, and comparable between two trees on the
+the figures are the app's own (db trips: SQL statements plus the BEGIN, COMMIT and ROLLBACK
+round trips around them): steady from run to run, and comparable between two trees on the
 same machine. The citizens are returning ones (each counted as an adult the day before), as in
 the load benchmark. Not counted: PostgreSQL's and Redis's own CPU, and the SMS sender thread (the text
 goes out after the answer, on a thread of its own). ``--limits off`` (the default) is the load
@@ -124,6 +125,14 @@ def main() -> None:
                 counts["c"]["commit"] += 1
 
         AbstractConnection.send_packed_command = send_packed_command
+        original_command = psycopg.Connection._exec_command
+
+        def exec_command(self, *a, **k):  # BEGIN, COMMIT, ROLLBACK: round trips of their own
+            if counts["on"] and threading.get_ident() == main_thread:
+                counts["c"]["tx"] += 1
+            return original_command(self, *a, **k)
+
+        psycopg.Connection._exec_command = exec_command
         event.listen(engine, "before_cursor_execute", statement)
         event.listen(engine, "commit", commit)
 
@@ -150,7 +159,7 @@ def main() -> None:
             response = call()
             counts["on"] = False
             c = counts["c"]
-            per_step[step].append((counts["cpu"] * 1000, c["store"], c["sql"], c["commit"]))
+            per_step[step].append((counts["cpu"] * 1000, c["store"], c["sql"], c["commit"], c["sql"] + c["tx"]))
             return response
 
         def last_code(mobile: str, after: int) -> str:
@@ -215,16 +224,16 @@ def main() -> None:
         warm = min(20, args.logins // 4)  # the first logins fill caches and pools
         print(f"{args.tree}: {args.logins} logins (medians of the last {args.logins - warm}), limits {args.limits}, "
               f"PostgreSQL + Redis, in process")
-        print(f"{'step':24} {'CPU ms':>7} {'store':>6} {'SQL':>4} {'commits':>8}")
+        print(f"{'step':24} {'CPU ms':>7} {'store':>6} {'SQL':>4} {'commits':>8} {'db trips':>9}")
         medians = {}
         for step in STEPS:
             rows = per_step[step][warm:] or per_step[step]
             m = [statistics.median(col) for col in zip(*rows)]
-            medians[step] = {"cpu_ms": round(m[0], 3), "store": m[1], "sql": m[2], "commits": m[3]}
-            print(f"{step:24} {m[0]:7.2f} {m[1]:6.0f} {m[2]:4.0f} {m[3]:8.0f}")
-        total = {k: sum(medians[s][k] for s in LOGIN) for k in ("cpu_ms", "store", "sql", "commits")}
+            medians[step] = {"cpu_ms": round(m[0], 3), "store": m[1], "sql": m[2], "commits": m[3], "db_trips": m[4]}
+            print(f"{step:24} {m[0]:7.2f} {m[1]:6.0f} {m[2]:4.0f} {m[3]:8.0f} {m[4]:9.0f}")
+        total = {k: sum(medians[s][k] for s in LOGIN) for k in ("cpu_ms", "store", "sql", "commits", "db_trips")}
         print(f"{'a login (first 5 steps)':24} {total['cpu_ms']:7.2f} {total['store']:6.0f} {total['sql']:4.0f} "
-              f"{total['commits']:8.0f}")
+              f"{total['commits']:8.0f} {total['db_trips']:9.0f}")
         if args.json_out:
             Path(args.json_out).write_text(json.dumps({"steps": medians, "login": total}, indent=1))
     finally:
