@@ -317,6 +317,7 @@ bind = "127.0.0.1:{self.port}"
 secret_key = "{secrets.token_urlsafe(48)}"
 workers = {a.workers}
 threads = {a.threads}
+concurrency = {a.turns}
 [database]
 url = "{self.db_url}"
 pool_size = {a.pool_size}
@@ -628,7 +629,7 @@ def fmt(v, spec=",.0f", empty="-"):
     return empty if v is None else format(v, spec)
 
 
-SERVER_LABELS = {"granian": "granian (idp serve), {w} workers x {t} threads",
+SERVER_LABELS = {"granian": "granian (idp serve), {w} workers x {t} threads, {c} running at once",
                  "gthread": "gunicorn gthread, {w} workers x {t} threads", "sync": "gunicorn sync, {w} workers"}
 
 
@@ -638,7 +639,7 @@ def report(results: dict, args, info: dict) -> str:
     ratios += [(args.servers[0], s) for s in args.servers[1:]]
     lines = [f"bench {info['date']}  machine: nproc {info['machine']['nproc']}, {info['machine']['cpu']}, "
              f"{info['machine']['mem_gb']} GB; node {info['machine']['node']}, python {info['machine']['python']}",
-             "ours: " + "; ".join(SERVER_LABELS[s].format(w=args.workers, t=args.threads) for s in args.servers)
+             "ours: " + "; ".join(SERVER_LABELS[s].format(w=args.workers, t=args.threads, c=args.turns) for s in args.servers)
              + ", PostgreSQL + Redis" + ("" if args.skip_peer else
                                          f"; peer: oidc-provider, {args.peer_workers} process(es), in memory"),
              f"{args.concurrency} concurrent clients, {args.duration} s per workload, {args.citizens} citizens "
@@ -686,7 +687,9 @@ def main() -> int:
                     help="codes collected (untimed) before each timed batch of exchanges (default 200)")
     ap.add_argument("--citizens", type=int, default=2000, help="citizens registered (default 2000)")
     ap.add_argument("--workers", type=int, default=0, help="worker processes (default 0: one per core, as idp serve)")
-    ap.add_argument("--threads", type=int, default=4, help="threads per worker (default 4, as idp serve)")
+    ap.add_argument("--threads", type=int, default=16, help="threads per worker (default 16, as idp serve)")
+    ap.add_argument("--turns", type=int, default=4,
+                    help="requests a worker runs at once, [server] concurrency (default 4, as idp serve)")
     ap.add_argument("--pool-size", type=int, default=10, help="database pool per worker (default 10)")
     ap.add_argument("--first-logins", action="store_true",
                     help="citizens who never logged in (default: each logged in once, yesterday)")

@@ -155,3 +155,42 @@ def test_a_client_that_never_finishes_its_headers_is_dropped_after_the_header_ti
     assert slow.longest_open() <= timeout + SLACK
     # ...and the node serves on.
     assert requests.get(f"{node.url}/.well-known/openid-configuration", timeout=5).status_code == 200
+
+
+def test_slow_bodies_hold_threads_but_not_the_turns_fresh_requests_need(tmp_path_factory, fresh_database,  # noqa: F811
+                                                                         redis_url):
+    """A POST whose body trickles in holds one of a worker's threads until the body is in (no
+    timeout exists for it), but no turn to run the app (web.BodyFirst): with fewer such sockets
+    than a worker's threads (the workers share them out unevenly), fresh requests through the
+    app still answer at once, and the token requests whose bodies finally arrive are answered
+    too. Before BodyFirst, with threads = turns = 4, eight such sockets stopped this node."""
+    workers = 2
+    dep = Deployment(tmp_path_factory.mktemp("slow-bodies"), fresh_database, redis_url,
+                     workers=workers, threads=shipped("threads"))
+    held = shipped("threads") - 2  # two threads left over even if one worker takes them all
+    socks = []
+    try:
+        node = dep.start_node()
+        for _ in range(held):
+            sock = socket.create_connection(("127.0.0.1", node.port))
+            sock.sendall(f"POST /token HTTP/1.1\r\nHost: {dep.issuer_host}\r\nContent-Type: "
+                         f"application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\ngrant".encode())
+            socks.append(sock)
+        time.sleep(1)  # real time: the server takes the slow requests to its threads
+        times = []
+        for _ in range(5):
+            started = time.monotonic()  # through the app (a query string), on a fresh connection
+            answer = requests.get(f"{node.url}/.well-known/openid-configuration?fresh=1", timeout=5)
+            times.append((round(time.monotonic() - started, 3), answer.status_code))
+        print(f"discovery while {held} slow bodies were arriving: {times}")
+        assert all(status == 200 and t < 1.0 for t, status in times), times
+        for sock in socks:  # the bodies arrive after all: each gets its (refusal) answer
+            sock.sendall(b"_type=client_credentials&scope=openid")
+        for sock in socks:
+            sock.settimeout(10)
+            assert sock.recv(64).startswith(b"HTTP/1.1 4"), "a slow body went unanswered"
+    finally:
+        for sock in socks:
+            sock.close()
+        dep.stop()
+        dep.forget_store_keys()

@@ -152,3 +152,36 @@ def test_idp_serve_listens_where_bind_says():
     assert listen_address("127.0.0.1:5000") == {"address": "127.0.0.1", "port": 5000}
     assert listen_address("[::]:8443") == {"address": "::", "port": 8443}
     assert listen_address("unix:/run/idp/idp.sock") == {"uds": Path("/run/idp/idp.sock")}
+
+
+def test_turns_go_first_come_first_served():
+    """web.Turns (what BodyFirst runs requests by): a turn given back goes to the longest waiter,
+    never back to the pool for a newcomer to take."""
+    import threading as th
+    import time
+
+    from idp.platform.web import Turns
+
+    turns = Turns(1)
+    order = []
+    turns.__enter__()  # the one turn, held
+
+    def take(name):
+        with turns:
+            order.append(name)
+
+    waiting = []
+    for name in ("first", "second", "third"):
+        t = th.Thread(target=take, args=(name,))
+        t.start()
+        waiting.append(t)
+        deadline = time.monotonic() + 5
+        while len(turns._waiting) < len(waiting) and time.monotonic() < deadline:
+            time.sleep(0.001)  # until this one waits (real threads)
+    assert len(turns._waiting) == 3
+    turns.__exit__(None, None, None)
+    assert turns._free == 0  # handed over, not freed
+    for t in waiting:
+        t.join(5)
+    assert order == ["first", "second", "third"]
+    assert turns._free == 1 and not turns._waiting

@@ -34,6 +34,7 @@ from granian.server import Server
 from .. import create_app
 from ..platform.metrics import forget_dead_workers, prepare_multiprocess
 from ..platform.settings import Settings
+from ..platform.web import BodyFirst
 from ..protocol.backchannel import ensure_worker
 from .common import Context, pass_ctx
 
@@ -110,7 +111,8 @@ def run_production(settings: Settings) -> None:
     server = settings.server
     host = urlsplit(server.issuer).hostname or ""
     click.echo(f"idp serve: issuer {server.issuer} on {server.bind} ({host}), "
-               f"{server.workers or os.cpu_count() or 1} workers x {server.threads} threads", err=True)
+               f"{server.workers or os.cpu_count() or 1} workers x {server.threads} threads "
+               f"({server.concurrency} running at once)", err=True)
     workers = server.workers or os.cpu_count() or 1
     per_worker = -(-server.max_connections // workers)
     raise_open_files_limit(per_worker + 2 * settings.database.pool_size + 64)
@@ -128,6 +130,7 @@ def run_production(settings: Settings) -> None:
         back-channel logouts, so rows left undelivered (e.g. by a restart) go out at once."""
         forget_dead_workers()
         ensure_worker(app)
+        app.wsgi_app = BodyFirst(app.wsgi_app, server.concurrency)
         return app
 
     NodeServer(

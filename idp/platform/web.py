@@ -3,6 +3,10 @@ Flask session, security headers (SecurityHeaders, wrapped around the app by crea
 home page and the health check."""
 from __future__ import annotations
 
+import collections
+import io
+import threading
+
 from flask import Flask, render_template
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
@@ -65,6 +69,63 @@ class SecurityHeaders:
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start)
+
+
+class Turns:
+    """``count`` turns taken first come, first served: a turn given back goes straight to the
+    longest waiter (a semaphore lets a newcomer take it first, and the tail latency grows)."""
+
+    def __init__(self, count: int):
+        self._free = count
+        self._lock = threading.Lock()
+        self._waiting: collections.deque = collections.deque()
+        self._mine = threading.local()
+
+    def __enter__(self):
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return self
+            waiter = getattr(self._mine, "waiter", None)
+            if waiter is None:
+                waiter = self._mine.waiter = threading.Lock()
+            waiter.acquire()
+            self._waiting.append(waiter)
+        waiter.acquire()  # until a turn is handed over (release below)
+        waiter.release()
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().release()  # the turn passes on, never back to the pool
+            else:
+                self._free += 1
+
+
+class BodyFirst:
+    """WSGI middleware for a threaded server: a request's body is read in full (up to the app's
+    64 KB limit) before the request takes one of ``concurrency`` turns to run the app.
+
+    A client that sends its body slowly then holds a thread, but no turn, so fresh requests
+    still run as long as threads are left; and only a few requests at a time compete for the
+    interpreter lock, which a busy worker's throughput depends on (bench/README.md)."""
+
+    def __init__(self, wsgi_app, concurrency: int, max_body: int = 64 * 1024):
+        self.wsgi_app, self.max_body = wsgi_app, max_body
+        self.turns = Turns(concurrency)
+
+    def __call__(self, environ, start_response):
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= self.max_body:
+            # a body cut short stays short: CONTENT_LENGTH is left as sent, so the app sees the
+            # client's disconnection as before (a 400)
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+        with self.turns:
+            return self.wsgi_app(environ, start_response)
 
 
 def home():
