@@ -31,6 +31,8 @@ Key schema (all under the configured prefix):
 ``cool:{fingerprint}``                a cool-off in force (its TTL is the wait)
 ``clients:version``                   a random value renewed whenever a registered client changes
                                       (each process's client cache is valid under one value)
+``clients:changed``                   (a Pub/Sub channel, not a key) each new value, published
+                                      to every serving process that follows it
 ====================================  =========================================================
 """
 from __future__ import annotations
