@@ -106,12 +106,9 @@ class _Follower:
                                        name="idp-clients-version", daemon=True)
 
     def _on_version(self, version: str | None, live: bool) -> None:
-        if not live:
-            self.live = False
-            return
-        if version != self.version:
-            self.version = version
-        self.live = True
+        if live:
+            self.version = version  # before ``live``: a request never sees live with an old value
+        self.live = live
 
 
 _followers_lock = threading.Lock()
@@ -128,7 +125,6 @@ def _follower() -> _Follower:
                 follower = app.extensions["idp.clients_follower"] = _Follower(app)
                 follower.thread.start()
     return follower
-
 
 
 def find(client_id: Any) -> Client | None:
