@@ -18,6 +18,7 @@ from ..protocol.agencies import (
     rotate_secret,
     set_enabled,
 )
+from ..protocol.discovery import SCOPES
 from .common import Context, json_output, pass_ctx
 
 
@@ -59,6 +60,13 @@ def _client_row(client) -> dict:
 def clients_add(obj: Context, name, name_fa, redirect_uris, post_logout, scope, auth_method, public, jwks_uri,
                 jwks_file, backchannel_logout_uri, subject_type, sector, allow_national_id, trusted, client_id):
     """Register a client; prints client_id and client_secret once."""
+    asked = scope.split()
+    unknown = [s for s in asked if s not in SCOPES]
+    if unknown:  # it would be dropped silently later: say so now
+        raise click.ClickException(f"--scope: {' '.join(unknown)} not offered here (offered: {' '.join(SCOPES)})")
+    if "national_id" in asked and not allow_national_id:
+        raise click.ClickException("--scope national_id: also give --allow-national-id (the national ID is shared "
+                                   "only with clients allowed it)")
     jwks = read_jwks_file(jwks_file) if jwks_file else None
     with obj.app.app_context():
         client, secret = register_client(name, list(redirect_uris), name_fa=name_fa,
