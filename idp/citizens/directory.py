@@ -67,6 +67,14 @@ _PROFILE = select(_c.id, _c.subject_key, _c.national_id, _c.mobile, _c.birth_dat
                   _c.family_name).where(_c.id == bindparam("p_cid"))
 
 
+def citizen_columns(citizen_id, prefix: str = "c_") -> dict:
+    """What a ``Citizen`` needs besides its id, as labelled scalar subqueries on ``citizen_id``
+    (a column of another table), for a statement of that table's owner to return along with
+    its own row (``RETURNING``): ``{prefix}subject_key``, ``{prefix}birth_date``."""
+    return {prefix + name: select(column).where(_c.id == citizen_id).scalar_subquery().label(prefix + name)
+            for name, column in (("subject_key", _c.subject_key), ("birth_date", _c.birth_date))}
+
+
 def find(national_id: str, directory: CitizenDirectory | None = None) -> Registered | None:
     """The citizen registered under a validated national ID, or None: one row read on a
     connection of its own. With a directory other than the table, the registry's answer is

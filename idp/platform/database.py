@@ -33,12 +33,17 @@ def read_row(statement, params=None):
     (no ORM session, no BEGIN and ROLLBACK around one SELECT: one round trip instead of three):
     a fraction of the CPU of the same SELECT through the session, for the hot reads that need
     nothing else from the database (userinfo, the token endpoints)."""
+    with _autocommit().connect() as conn:
+        return conn.execute(statement, params).first()
+
+
+def _autocommit():
+    """The app's engine in autocommit (sharing its pool), made once per engine."""
     engine = db.engine
     reader = _readers.get(engine)
     if reader is None:
         reader = _readers[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    with reader.connect() as conn:
-        return conn.execute(statement, params).first()
+    return reader
 
 
 #: Per engine, the same engine in autocommit (it shares the engine's pool).
@@ -54,11 +59,7 @@ def write_now(statement, params=None) -> None:
         db.session.execute(statement, params)
         db.session.commit()
         return
-    engine = db.engine
-    writer = _readers.get(engine)
-    if writer is None:
-        writer = _readers[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    with writer.connect() as conn:
+    with _autocommit().connect() as conn:
         conn.execute(statement, params)
 
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, update
 
-from ..citizens.directory import Citizen
-from ..citizens.models import CitizenRow
+from ..citizens.directory import Citizen, citizen_columns
 from ..platform import audit
 from ..platform.database import db, utcnow, write_now
 from ..platform.settings import settings
@@ -57,10 +56,8 @@ def allowed(client: Client, scope: str) -> bool:
 # unit of work (flush) and its bulk UPDATE path cost more CPU than the round trips themselves.
 _refresh = RefreshToken.__table__
 _INSERT = insert(_refresh)
-_citizens = CitizenRow.__table__
 #: The claimed token's citizen, returned by the claim itself: what the new tokens need of them.
-_CITIZEN = {name: select(expr).where(_citizens.c.id == _refresh.c.citizen_id).scalar_subquery().label(name)
-            for name, expr in (("c_subject_key", _citizens.c.subject_key), ("c_birth_date", _citizens.c.birth_date))}
+_CITIZEN = citizen_columns(_refresh.c.citizen_id)
 _CLAIM = (update(_refresh)
           .where(_refresh.c.token_hash == bindparam("p_hash"), _refresh.c.client_id == bindparam("p_client"),
                  _refresh.c.rotated_at.is_(None), _refresh.c.revoked_at.is_(None))

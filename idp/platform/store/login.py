@@ -119,21 +119,11 @@ class LoginRecords(StoreBase):
         window is then over its count the hit is taken back (a refused attempt does not extend
         the wait). One round trip when allowed.
         """
-        key = self._k("rl", limit, fp)
-        now = time.time()
-        member = f"{now:.6f}:{os.urandom(4).hex()}"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zremrangebyscore(key, 0, now - period)
-        pipe.zadd(key, {member: now})
-        pipe.zcard(key)
-        pipe.zrange(key, 0, 0, withscores=True)
-        pipe.expire(key, period)
-        _, _, total, oldest, _ = pipe.execute()
-        if total <= count:
-            return 0
-        self.redis.zrem(key, member)
-        first = oldest[0][1] if oldest else now
-        return max(1, int(first + period - now + 0.999))
+        return self.hit_windows([Window(limit, fp, count, period)]).waits[0]
+
+    def window_wait(self, limit: str, fp: str, count: int, period: int) -> int:
+        """Seconds until one more hit would be allowed (0 now), without recording a hit."""
+        return self.hit_windows([], look=Window(limit, fp, count, period)).look_wait
 
     def hit_windows(self, hits: list[Window], cool_fp: str | None = None, look: Window | None = None) -> "Hits":
         """``hit_window`` for each of ``hits``, the cool-off left for ``cool_fp`` and
@@ -178,18 +168,6 @@ class LoginRecords(StoreBase):
         if over:
             hits_made._remove(over)
         return hits_made
-
-    def window_wait(self, limit: str, fp: str, count: int, period: int) -> int:
-        """Seconds until one more hit would be allowed (0 now), without recording a hit."""
-        key = self._k("rl", limit, fp)
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcount(key, now - period, "+inf")
-        pipe.zrangebyscore(key, now - period, "+inf", start=0, num=1, withscores=True)
-        total, oldest = pipe.execute()
-        if total < count:
-            return 0
-        return max(1, int(oldest[0][1] + period - now + 0.999)) if oldest else 0
 
     def count_failure(self, fp: str, memory: int) -> int:
         """One more consecutive wrong code for a pair; returns the run's length."""

@@ -148,8 +148,7 @@ class ProtocolRecords(StoreBase):
 
     def access_token_revoked(self, jti: str, sid: str | None = None) -> bool:
         """Whether an access token was revoked, or its session ended (one round trip)."""
-        keys = [self._k("revoked-at", jti)] + ([self._k("sess-ended", sid)] if sid else [])
-        return bool(self.redis.exists(*keys))
+        return self.access_token_state(jti, sid, with_version=False)[0]
 
     def access_token_state(self, jti: str, sid: str | None = None,
                            with_version: bool = True) -> tuple[bool, str | None]:
