@@ -18,9 +18,11 @@ install: $(STAMP)
 dev: install
 	$(BIN)/idp dev
 
-## Run the test suite (starts Redis and PostgreSQL first when they are down).
+## Run the test suite (starts Redis and PostgreSQL first when they are down, and installs what
+## the browser, accessibility and interop tests need: Debian's Chromium and the npm packages).
 test: install
 	@bash .ci/services
+	@bash .ci/browser-deps
 	$(BIN)/python -m pytest
 
 ## Load benchmark: ours beside the certified peer (oidc-provider), one run; see bench/README.md.
