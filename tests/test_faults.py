@@ -487,11 +487,12 @@ def test_workers_killed_mid_request_leave_no_partial_write(tmp_path, fresh_datab
             time.sleep(1.0)  # real time: the load reaches the workers of a real `idp serve` before kills
             for _ in range(KILLS):
                 time.sleep(random.uniform(0.3, 1.2))  # real time: workers are killed at random moments of real load
-                victims = [w for w in node.workers() if w not in killed]
-                if victims:
-                    victim = random.choice(victims)
-                    os.kill(victim, signal.SIGKILL)
-                    killed.add(victim)
+                # a worker killed a moment ago may not be replaced yet: wait for a live one to kill
+                assert wait_until(lambda: [w for w in node.workers() if w not in killed], 30), \
+                    "no live worker to kill"
+                victim = random.choice([w for w in node.workers() if w not in killed])
+                os.kill(victim, signal.SIGKILL)
+                killed.add(victim)
             assert wait_until(lambda: len([w for w in node.workers() if w not in killed]) == 3, 30), \
                 "idp serve did not replace the killed workers"
             time.sleep(1.5)  # service goes on with the new workers under the same load
