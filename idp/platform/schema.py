@@ -90,8 +90,16 @@ def _timezone(v: str) -> str | None:
 
 
 def _store_url(v: str) -> str | None:
+    if v.startswith("redis+sentinel://"):
+        from .store.base import SentinelURL
+
+        try:
+            SentinelURL.parse(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
     return None if v == "memory://" or v.startswith(("redis://", "rediss://", "unix://")) else \
-        "must be memory:// or a redis:// URL"
+        "must be memory://, a redis:// URL or redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
 
 
 def _db_url(v: str) -> str | None:

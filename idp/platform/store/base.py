@@ -33,8 +33,64 @@ class Window:
     period: int
 
 
+#: Options of every connection to a Redis that holds the records (a primary, or the primary
+#: a Sentinel names): a dead server is a 503 within seconds, never a hung request.
+_CONNECTION = dict(decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0,
+                   health_check_interval=30, retry_on_timeout=False)
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/DB]`` with an
+    optional ``?sentinel_password=...`` when the sentinels have their own password: the
+    password in front is the data nodes'."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> "SentinelURL":
+        """Raises ValueError with a one-line reason for a malformed URL."""
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+        if scheme != "redis+sentinel":
+            raise ValueError("must start with redis+sentinel://")
+        parts = urlsplit("x://" + rest)
+        netloc = parts.netloc
+        username = password = None
+        if "@" in netloc:
+            userinfo, netloc = netloc.rsplit("@", 1)
+            user, _, pw = userinfo.partition(":")
+            username, password = unquote(user) or None, unquote(pw) or None
+        sentinels = []
+        for hostport in netloc.split(","):
+            host, sep, port = hostport.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"names a sentinel without host:port ({hostport or 'nothing'})")
+            sentinels.append((host.strip("[]"), int(port)))
+        path = [p for p in parts.path.split("/") if p]
+        if not path or len(path) > 2:
+            raise ValueError("must name the service after the sentinels: .../SERVICE or .../SERVICE/DB")
+        if len(path) == 2 and not path[1].isdigit():
+            raise ValueError(f"has a database number that is not a number ({path[1]})")
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"sentinel_password"}
+        if unknown:
+            raise ValueError(f"has an unknown option ({', '.join(sorted(unknown))})")
+        return cls(tuple(sentinels), unquote(path[0]), int(path[1]) if len(path) == 2 else 0, username, password,
+                   query.get("sentinel_password", [None])[0])
+
+
 def connect(url: str) -> redis.Redis:
-    """A redis-py client for ``redis://...`` or the process-wide in-memory server for ``memory://``."""
+    """A redis-py client for ``redis://...``, for the primary a Redis Sentinel names
+    (``redis+sentinel://...``: redis-py asks the sentinels for the primary at each new
+    connection and drops connections to a primary that was demoted, so a failover needs no
+    restart), or the process-wide in-memory server for ``memory://``."""
     global _memory_server
     if url == "memory://":
         import fakeredis  # only the embedded default needs it: production nodes never load it
@@ -43,9 +99,17 @@ def connect(url: str) -> redis.Redis:
             if _memory_server is None:
                 _memory_server = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=_memory_server, decode_responses=True)
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0,
-                                socket_connect_timeout=2.0, health_check_interval=30,
-                                retry_on_timeout=False)
+    if url.startswith("redis+sentinel://"):
+        from redis.sentinel import Sentinel
+
+        where = SentinelURL.parse(url)
+        # a sentinel that does not answer is skipped quickly: discovery moves on to the next
+        sentinel_kwargs = dict(socket_timeout=0.5, socket_connect_timeout=0.5,
+                               password=where.sentinel_password)
+        sentinels = Sentinel(list(where.sentinels), sentinel_kwargs=sentinel_kwargs)
+        return sentinels.master_for(where.service, db=where.db, username=where.username,
+                                    password=where.password, **_CONNECTION)
+    return redis.Redis.from_url(url, **_CONNECTION)
 
 
 class StoreBase:
