@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from .store.base import SentinelURL
+
 
 class ConfigError(Exception):
     """A configuration value is missing or invalid; the message names the key."""
@@ -91,8 +93,6 @@ def _timezone(v: str) -> str | None:
 
 def _store_url(v: str) -> str | None:
     if v.startswith("redis+sentinel://"):
-        from .store.base import SentinelURL
-
         try:
             SentinelURL.parse(v)
         except ValueError as exc:

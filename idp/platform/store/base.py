@@ -8,8 +8,10 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
 _memory_server = None
 _memory_lock = threading.Lock()
@@ -55,8 +57,6 @@ class SentinelURL:
     @classmethod
     def parse(cls, url: str) -> "SentinelURL":
         """Raises ValueError with a one-line reason for a malformed URL."""
-        from urllib.parse import parse_qs, unquote, urlsplit
-
         scheme, rest = url.split("://", 1) if "://" in url else ("", url)
         if scheme != "redis+sentinel":
             raise ValueError("must start with redis+sentinel://")
@@ -100,8 +100,6 @@ def connect(url: str) -> redis.Redis:
                 _memory_server = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=_memory_server, decode_responses=True)
     if url.startswith("redis+sentinel://"):
-        from redis.sentinel import Sentinel
-
         where = SentinelURL.parse(url)
         # a sentinel that does not answer is skipped quickly: discovery moves on to the next
         sentinel_kwargs = dict(socket_timeout=0.5, socket_connect_timeout=0.5,
