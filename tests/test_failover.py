@@ -6,19 +6,22 @@ ones are never touched. Each test prints its window and counts.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 
+import psycopg
 import pytest
 import redis as redis_lib
 import requests
 
 from .conftest import need
-from .ha import RedisSentinelSet
-from .helpers import mobile_e164, redirect_params, run_idp
-from .test_multinode import Deployment, assert_no_tracebacks, exchange
+from .ha import PostgresPair, RedisSentinelSet, pg_bindir
+from .helpers import mobile_e164, redirect_params, run_idp, wait_until
+from .test_multinode import Deployment, assert_no_tracebacks, exchange, token_request
 
 UNAVAILABLE = "temporarily_unavailable"
 
@@ -34,6 +37,19 @@ def sentinel_set(tmp_path):
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture
+def postgres_pair():
+    bindir = pg_bindir()
+    if bindir is None or (os.geteuid() == 0 and not shutil.which("runuser")):
+        need("PostgreSQL", "initdb/pg_ctl/pg_basebackup are not installed (a primary and standby of the test's own)")
+    pair = PostgresPair(bindir)
+    try:
+        pair.start()
+        yield pair
+    finally:
+        pair.destroy()
 
 
 # ---- the Sentinel form of [store] url -------------------------------------------------------
@@ -76,6 +92,7 @@ class Attempt:
     ended: float = 0.0
     outcome: str = ""  # ok | unavailable | lost | bad
     detail: str = ""
+    refresh_token: str | None = None
 
 
 class _Unavailable(Exception):
@@ -105,6 +122,7 @@ class LoginTraffic:
     client: tuple[str, str, str]
     people: list[tuple[tuple[str, str], bool]]
     threads: int = 4
+    scope: str = "openid phone"
     attempts: list[Attempt] = field(default_factory=list)
 
     def __post_init__(self):
@@ -153,7 +171,7 @@ class LoginTraffic:
         national_id, mobile = attempt.citizen
         client_id, _, redirect = self.client
         browser = node.flow()
-        page = _check(browser.start(client_id, redirect, scope="openid phone"), "first page")
+        page = _check(browser.start(client_id, redirect, scope=self.scope), "first page")
         if 'name="national_id"' not in page.text:
             raise AssertionError(f"first page: {page.status_code} {page.text[:200]}")
         sent = len(node.outbox.messages(mobile_e164(mobile)))
@@ -175,6 +193,7 @@ class LoginTraffic:
         if token.status_code == 400 and token.json().get("error") == "invalid_grant":
             raise _Lost("token: invalid_grant")  # a code written to the primary just before it died
         assert token.status_code == 200, f"token: {token.status_code} {token.text[:200]}"
+        attempt.refresh_token = token.json().get("refresh_token")
         claims = _check(node.session().get(f"{node.url}/userinfo", timeout=10,
                                            headers={"Authorization": f"Bearer {token.json()['access_token']}"}),
                         "userinfo")
@@ -260,4 +279,122 @@ def test_the_store_primary_killed_under_sentinel_fails_logins_only_for_the_windo
     finally:
         if traffic is not None:
             traffic.stop()
+        dep.stop()
+
+
+def _run_until_recovered(traffic: LoginTraffic, since: float, recovered, need: int = 12, limit: float = 60) -> None:
+    """Let the logins go on until ``recovered()`` and ``need`` logins begun after ``since`` passed."""
+    deadline = since + limit
+    while time.monotonic() < deadline:
+        done = [a for a in traffic.attempts if a.outcome == "ok" and a.started > since]
+        if len(done) >= need and recovered():
+            break
+        time.sleep(0.2)  # real time: a failover of real servers
+    time.sleep(1.0)
+    traffic.stop()
+
+
+def test_a_postgres_switchover_loses_nothing_committed_and_needs_no_restart(tmp_path, redis_url, postgres_pair):
+    database_url = postgres_pair.create_database()
+    dep = Deployment(tmp_path / "dep", database_url, redis_url, workers=1, threads=4)
+    traffic = None
+    try:
+        nodes = [dep.start_node(), dep.start_node()]
+        client = dep.add_client(scope="openid phone offline_access")
+        people = [(dep.add_citizen(birth_date="1980-01-01" if i % 3 else "2015-02-02"), bool(i % 3))
+                  for i in range(400)]
+        traffic = LoginTraffic(dep, client, people, threads=4, scope="openid phone offline_access")
+        traffic.start()
+        time.sleep(3.0)  # real time: logins run on both nodes before the switchover
+        switched_at = time.monotonic()
+        postgres_pair.switch_over()
+        promoted = time.monotonic() - switched_at
+        _run_until_recovered(traffic, switched_at, lambda: True)
+
+        attempts = [a for a in traffic.attempts if a.outcome]
+        bad = [a for a in attempts if a.outcome == "bad"]
+        failed = [a for a in attempts if a.outcome in ("unavailable", "lost")]
+        after = [a for a in attempts if a.started > switched_at and a.outcome == "ok"]
+        window = max((a.ended for a in failed), default=switched_at) - switched_at
+        print(f"\ndatabase switchover (stop the primary, promote the standby: {promoted:.1f} s): logins failed "
+              f"for {window:.1f} s; {len(failed)} failed ({sum(a.outcome == 'unavailable' for a in failed)} with "
+              f"the 503 page), {sum(a.outcome == 'ok' for a in attempts)} succeeded, {len(after)} after the switch")
+        assert not bad, [(a.detail, a.node) for a in bad[:5]]
+        assert not [a for a in failed if a.outcome == "lost"], [a.detail for a in failed][:5]
+        assert len(after) >= 12, "logins did not succeed again after the switchover"
+        assert window < 30, f"logins failed for {window:.1f} s"
+        assert all(node.proc.poll() is None and len(node.workers()) == 1 for node in nodes)
+        port = dep.query("SELECT inet_server_port()")[0][0]
+        assert port == postgres_pair.standby.port, "the nodes' database is not the promoted standby"
+
+        # nothing committed before the switch is lost: auth events, the counter, refresh families
+        events = _events_by_national_id(dep)
+        for a in attempts:
+            assert events[a.citizen[0]] == 1 if a.outcome == "ok" else events[a.citizen[0]] <= 1
+        counter, adults = _adults_counted(dep)
+        adults_in = {a.citizen[0] for a in attempts if a.adult and events[a.citizen[0]] == 1}
+        assert counter == adults == len(adults_in), (counter, adults, len(adults_in))
+        before = [a for a in attempts if a.outcome == "ok" and a.ended < switched_at]
+        assert before and all(a.refresh_token for a in before)
+        node = nodes[0]
+        for a in before:
+            r = token_request(node.url, client, node.session(), grant_type="refresh_token",
+                              refresh_token=a.refresh_token)
+            assert r.status_code == 200, f"a refresh family from before the switchover: {r.status_code} {r.text}"
+        print(f"unique adults counted: {counter}; {len(before)} refresh families from before the switch "
+              f"all rotate on the new primary")
+        assert_no_tracebacks(dep)
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        dep.stop()
+
+
+def test_reports_read_from_the_replica_and_show_its_lag(tmp_path, redis_url, postgres_pair):
+    database_url = postgres_pair.create_database()
+    replica_url = f"postgresql://postgres@127.0.0.1:{postgres_pair.standby.port}/idp"
+    dep = Deployment(tmp_path / "dep", database_url, redis_url, workers=1, threads=4)
+    try:
+        node = dep.start_node()
+        client = dep.add_client(scope="openid phone")
+        adult = dep.add_citizen(birth_date="1980-01-01")
+        traffic = LoginTraffic(dep, client, [(adult, True)], threads=1)
+        traffic.start()
+        traffic.stop()
+        assert [a.outcome for a in traffic.attempts] == ["ok"]
+
+        env = {**dep.env, "IDP_DATABASE_REPLICA_URL": replica_url}
+        out = dep.cli("stats", "--json")
+        assert out.returncode == 0, out.stderr
+        assert "replica_lag_seconds" not in json.loads(out.stdout)
+        out = run_idp(env, "stats", "--json")
+        assert out.returncode == 0, out.stderr
+        figures = json.loads(out.stdout)
+        assert figures["unique_adults"] == 1 and 0 <= figures["replica_lag_seconds"] < 5
+        text = run_idp(env, "stats").stdout
+        assert "read from the replica" in text and "behind the primary" in text
+
+        # the report really reads the replica: with its WAL replay paused, a new adult's login
+        # reaches the primary at once and the replica's report only once replay resumes
+        with psycopg.connect(replica_url, autocommit=True) as r:
+            r.execute("SELECT pg_wal_replay_pause()")
+            later = dep.add_citizen(birth_date="1981-01-01")
+            traffic = LoginTraffic(dep, client, [(later, True)], threads=1)
+            traffic.start()
+            traffic.stop()
+            assert [a.outcome for a in traffic.attempts] == ["ok"]
+            assert json.loads(dep.cli("stats", "--json").stdout)["unique_adults"] == 2
+            assert json.loads(run_idp(env, "stats", "--json").stdout)["unique_adults"] == 1
+            r.execute("SELECT pg_wal_replay_resume()")
+        assert wait_until(lambda: json.loads(run_idp(env, "stats", "--json").stdout)["unique_adults"] == 2, 20)
+
+        # the login path never reads from it: the nodes hold no connection to the replica
+        with psycopg.connect(postgres_pair.standby.admin_url, autocommit=True) as r:
+            clients = r.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'idp'").fetchone()[0]
+        assert clients == 0
+        assert node.proc.poll() is None
+        bad = run_idp({**dep.env, "IDP_DATABASE_REPLICA_URL": "mysql://x"}, "stats")
+        assert bad.returncode != 0 and "[database] replica_url" in bad.stderr.strip()
+        assert len(bad.stderr.strip().splitlines()) == 1
+    finally:
         dep.stop()

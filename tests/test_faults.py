@@ -9,13 +9,11 @@ port, a PostgreSQL cluster made with initdb in a temporary directory): the share
 from __future__ import annotations
 
 import concurrent.futures as cf
-import glob
 import os
 import random
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +24,7 @@ import redis as redis_lib
 import requests
 
 from .conftest import GENEROUS_IP_LIMITS, need
+from .ha import PrivatePostgres, pg_bindir
 from .helpers import FlowClient, form_fields, free_port, redirect_params, verify_id_token, wait_until
 from .test_multinode import (
     Deployment,
@@ -79,62 +78,9 @@ def private_redis(tmp_path):
     server.stop()
 
 
-def _pg_bindir() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(os.path.realpath(found)).parent
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
-    return Path(dirs[-1]) if dirs and Path(dirs[-1], "initdb").exists() else None
-
-
-class PrivatePostgres:
-    """A PostgreSQL cluster of the test's own (initdb in a temporary directory, a free port)."""
-
-    def __init__(self, bindir: Path):
-        self.bindir, self.port = bindir, free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="idp-pg-"))  # not under pytest's 0700 tmp: postgres reads it
-        self.data = self.root / "data"
-        self.as_postgres = os.geteuid() == 0  # initdb refuses to run as root
-        if self.as_postgres:
-            import pwd
-
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.root, pw.pw_uid, pw.pw_gid)
-        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-
-    def _run(self, tool: str, *args: str) -> None:
-        cmd = [str(self.bindir / tool), *args]
-        if self.as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
-        assert out.returncode == 0, f"{tool}: {out.stdout}\n{out.stderr}"
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60",
-                  "-o", self.options, "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-
-    def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-m", "fast", "-w", "-t", "60",
-                  "-o", self.options, "restart")
-
-    def destroy(self) -> None:
-        try:
-            self.stop("immediate")
-        except AssertionError:
-            pass
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture()
 def private_postgres():
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     if bindir is None or (os.geteuid() == 0 and not shutil.which("runuser")):
         need("PostgreSQL", "initdb/pg_ctl are not installed (a PostgreSQL of the test's own is restarted)")
     server = PrivatePostgres(bindir)

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from ..platform.database import reports
 from ..stats.calendars import StatsError, parse_day
 from ..stats.chart import plot
 from ..stats.report import as_csv, as_text, report
@@ -60,10 +61,12 @@ def stats(ctx, date_from, date_to, by, calendar, agency, csv_out, plot_path):
     if ctx.invoked_subcommand is not None:
         return None
     obj: Context = ctx.obj
-    with obj.app.app_context():
+    with obj.app.app_context(), reports(obj.app) as replica_lag:
         data = report(date_from, date_to, by=by, calendar=calendar, agency=agency)
         if plot_path:
             plot(data, plot_path)
+    if replica_lag is not None:
+        data["replica_lag_seconds"] = round(replica_lag, 1)
     data.pop("_series", None)
     note = f"chart: {plot_path}" if plot_path else None
     if csv_out:  # CSV has no JSON form: it wins over --json

@@ -6,16 +6,19 @@ protocol/models.py, stats/models.py, platform/audit.py). Imports nothing from id
 """
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
 from flask_migrate import Migrate, upgrade
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, DateTime, Integer, event, exc
+from flask_sqlalchemy.session import Session
+from sqlalchemy import BigInteger, DateTime, Integer, create_engine, event, exc, text
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -24,7 +27,19 @@ class Base(DeclarativeBase):
     """Declarative base of every model."""
 
 
-db = SQLAlchemy(model_class=Base)
+#: The engine a report reads from while it runs inside ``reports()`` (the replica), else None.
+_reading_from = contextvars.ContextVar("idp_reading_from", default=None)
+
+
+class _Session(Session):
+    """Flask-SQLAlchemy's session, sent to the read replica inside ``reports()``."""
+
+    def get_bind(self, *args, **kwargs):
+        engine = _reading_from.get()
+        return engine if engine is not None else super().get_bind(*args, **kwargs)
+
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": _Session})
 migrate = Migrate()
 
 
@@ -155,6 +170,33 @@ def _sqlite_pragmas(app: Flask) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+
+
+_LAG = text("SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+             "THEN 0 ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END")
+
+
+@contextmanager
+def reports(app: Flask):
+    """Inside, the session reads from ``[database] replica_url`` when one is set (reports only:
+    read-only, and stale by the replica's lag, which is what this yields in seconds); without a
+    replica it reads from the primary and yields None."""
+    url = app.extensions["idp.settings"].database.replica_url
+    if not url:
+        yield None
+        return
+    engine = app.extensions.get("idp.replica")
+    if engine is None:
+        engine = app.extensions["idp.replica"] = create_engine(_database_uri(url), pool_size=2, pool_pre_ping=True)
+    db.session.remove()  # nothing of the primary's carries over into the report
+    token = _reading_from.set(engine)
+    try:
+        with engine.connect() as conn:
+            lag = float(conn.execute(_LAG).scalar_one() or 0)
+        yield lag
+    finally:
+        db.session.remove()
+        _reading_from.reset(token)
 
 
 #: Where the Alembic migrations live (the repository's top-level migrations/).

@@ -107,6 +107,11 @@ def _db_url(v: str) -> str | None:
         "must be sqlite:///PATH or postgresql://..."
 
 
+def _replica_url(v: str) -> str | None:
+    return None if not v or v.startswith(("postgresql://", "postgresql+psycopg://")) else \
+        "must be empty or postgresql://... (a PostgreSQL read replica)"
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "server": {
         "issuer": Key(str, "http://127.0.0.1:5000",
@@ -149,13 +154,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "database": {
         "url": Key(str, "sqlite:///instance/idp.sqlite3",
                    "SQLAlchemy URL. sqlite:///PATH (embedded default) or postgresql://user@host/db (production;\n"
-                   "driven by psycopg 3).", _db_url),
+                   "driven by psycopg 3). For a primary that can move to its standby, name both and let libpq\n"
+                   "pick the writable one: postgresql://user@/db?host=pg1,pg2&port=5432,5432\n"
+                   "&target_session_attrs=read-write&connect_timeout=2", _db_url),
         "pool_size": Key(int, 10, "Connections kept open per process (PostgreSQL only).", _at_least(1)),
+        "replica_url": Key(str, "",
+                           "A read replica for reports (idp stats), which then show its lag; the login path\n"
+                           "never reads from it. Empty: reports read from url.", _replica_url),
     },
     "store": {
         "url": Key(str, "memory://",
                    "Short-lived state (pending requests, codes, OTP challenges, sessions, limits).\n"
-                   "redis://host:6379/0 in production; memory:// is an in-process Redis for one process only.",
+                   "memory:// is an in-process Redis for one process only (the embedded default).\n"
+                   "redis://[:password@]host:6379/0 talks to one Redis.\n"
+                   "redis+sentinel://[:password@]s1:26379,s2:26379,s3:26379/SERVICE[/DB] talks to the primary\n"
+                   "that Redis Sentinel names for SERVICE, and follows a failover without a restart (the\n"
+                   "password is the data nodes'; add ?sentinel_password=... if the sentinels have their own).",
                    _store_url),
         "prefix": Key(str, "idp:", "Prefix of every key this provider writes, so one Redis can serve several."),
     },

@@ -146,6 +146,8 @@ def as_text(r: dict) -> str:
              + (f", snapshot {r['adult_population_snapshot_at']}" if r.get("adult_population_snapshot_at") else "")
              + f"; adults are {r['adult_age']} or older)",
              f"coverage: {r['coverage_percent']:.2f}%"]
+    if "replica_lag_seconds" in r:
+        lines.append(f"read from the replica, {r['replica_lag_seconds']:.1f} s behind the primary")
     t, m = r["today"], r["this_month"]
     who = f" through {r['agency']}" if r["agency"] else ""
     lines.append(f"today ({t['label']}, {r['timezone']}){who}: {t['unique_citizens']:,} unique citizens"
