@@ -358,7 +358,8 @@ class ServedApp:
 class LiveAgency(ServedApp):
     """One demo agency web app (clients/agency_web), registered as a client of the provider."""
 
-    def __init__(self, provider, kind: str, name: str):
+    def __init__(self, provider, kind: str, name: str, secret: str | None = None):
+        """``secret``: what the app is configured with, when not the one registered (a stale one)."""
         from clients.agency_web import create_app as create_agency_web
 
         self.port = free_port()
@@ -368,7 +369,7 @@ class LiveAgency(ServedApp):
         assert redirect == f"{self.url}/callback"
         super().__init__(create_agency_web({
             "AGENCY_ISSUER": provider.url, "AGENCY_CLIENT_ID": self.client_id,
-            "AGENCY_CLIENT_SECRET": self.secret, "AGENCY_PORT": str(self.port), "AGENCY_KIND": kind,
+            "AGENCY_CLIENT_SECRET": secret or self.secret, "AGENCY_PORT": str(self.port), "AGENCY_KIND": kind,
             "AGENCY_SECRET_KEY": secrets.token_hex(32),
         }), self.port)
 

@@ -163,3 +163,27 @@ def test_login_at_one_agency_then_single_sign_on_into_the_other(provider, agenci
     id_token = token_responses[first.client_id]["id_token"]
     api = create_agency_api({"AGENCY_ISSUER": provider.url}).test_client()
     assert api.get("/api/me", headers={"Authorization": f"Bearer {id_token}"}).status_code == 401
+
+
+def test_an_agency_with_a_stale_secret_shows_a_plain_page_after_a_correct_code(provider, caplog):
+    """The agency's secret no longer matches (rotated, or an old demo app still running): the
+    provider refuses the code exchange with invalid_client, and the citizen, who typed a correct
+    code, sees a plain "try again" page, not the OAuth error; the agency's log says why."""
+    stale = LiveAgency(provider, "tax", "Tax file with a stale secret", secret="not-the-registered-secret")
+    try:
+        national_id, mobile = provider.add_citizen()
+        to = mobile_e164(mobile)
+        browser = requests.Session()
+        page = click_login(browser, open_page(browser, stale.url + "/"))
+        page = submit(browser, page, {"national_id": national_id, "mobile": "0" + to[3:]})
+        assert 'name="otp"' in page.text, page.text[:500]
+        page = submit(browser, page, {"otp": provider.outbox.last_code(to)})
+    finally:
+        stale.stop()
+    assert any(u.startswith(stale.url + "/callback?code=") for u in visited(page)), visited(page)
+    assert page.status_code == 400
+    assert "The sign-in could not be completed. Please try again." in page.text and "ورود کامل نشد" in page.text
+    assert 'href="/"' in page.text  # the way back to the agency's login button
+    for raw in ("invalid_client", "methods", "client_secret", "Traceback"):
+        assert raw not in page.text, raw
+    assert "invalid_client" in caplog.text

@@ -31,8 +31,9 @@ MESSAGES = {
                         "The response came from an unexpected identity provider and was refused."),
     "invalid_response": ("پاسخ درگاه ملی قابل تأیید نبود.",
                          "The identity provider's response could not be verified."),
+    "sign_in_failed": ("ورود کامل نشد. لطفاً دوباره تلاش کنید.",
+                       "The sign-in could not be completed. Please try again."),
 }
-DEFAULT_MESSAGE = ("ورود انجام نشد.", "The login did not complete.")
 
 
 class ProviderUnavailable(Exception):
@@ -67,10 +68,17 @@ def provider_metadata() -> dict[str, Any]:
     return metadata
 
 
-def error_page(code: str, detail: str | None = None, status: int = 400):
-    """A bilingual page explaining why the login failed, never a stack trace."""
-    message_fa, message_en = MESSAGES.get(code, DEFAULT_MESSAGE)
-    return render_template("error.html", agency=settings().agency, code=code, detail=detail,
+def error_page(code: str, status: int = 400):
+    """A bilingual page explaining why the login failed, never a stack trace.
+
+    Only the codes of MESSAGES reach the page: what the provider or Authlib said (an OAuth
+    ``error_description``, "invalid_client ... methods: [...]") is for the log, not for the
+    citizen, who can do nothing with it, and text from a redirect is anyone's to write.
+    """
+    if code not in MESSAGES:
+        code = "sign_in_failed"
+    message_fa, message_en = MESSAGES[code]
+    return render_template("error.html", agency=settings().agency, code=code,
                            message_fa=message_fa, message_en=message_en), status
 
 
@@ -118,7 +126,11 @@ def callback():
     if "error" in request.args:
         if "state" in request.args:
             provider().framework.clear_state_data(session, request.args["state"])
-        return error_page(request.args["error"], request.args.get("error_description"))
+        error = request.args["error"]
+        # A citizen who cancels is routine; any other error is worth a look by the agency.
+        log.log(logging.INFO if error == "access_denied" else logging.WARNING, "the provider answered %r: %r",
+                error, request.args.get("error_description"))
+        return error_page("access_denied" if error == "access_denied" else "sign_in_failed")
     try:
         token = provider().authorize_access_token()
         id_claims = verified_id_claims(token)
@@ -131,11 +143,13 @@ def callback():
     except requests.RequestException as error:
         raise ProviderUnavailable(str(error)) from error
     except (AuthlibBaseError, JoseError, ValueError, KeyError) as error:
-        log.warning("login response refused: %r", error)
-        return error_page(getattr(error, "error", None) or "invalid_response", getattr(error, "description", None))
+        # A refused code exchange (a wrong client secret: invalid_client) lands here too.
+        log.warning("login response refused: %s: %s", type(error).__name__, error)
+        return error_page("sign_in_failed")
     # OIDC Core §5.3.2: userinfo about someone else must not be used.
     if userinfo.get("sub") != id_claims["sub"]:
-        return error_page("invalid_response", "userinfo sub differs from the ID token")
+        log.warning("login response refused: the userinfo sub differs from the ID token's")
+        return error_page("invalid_response")
     session.clear()
     session.update(id_token=token["id_token"], id_claims=id_claims, userinfo=userinfo)
     return redirect(url_for(".home"))

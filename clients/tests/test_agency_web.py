@@ -134,21 +134,53 @@ def test_access_denied_is_a_friendly_page(client, idp):
     assert "ورود لغو شد" in page and "access_denied" in page and "Traceback" not in page
 
 
+def test_provider_error_text_is_logged_not_shown(client, idp, caplog):
+    """A redirect's error and error_description are anyone's to write: the page says only that
+    the sign-in did not complete."""
+    params = start_login(client, idp)
+    response = client.get(f"/callback?error=invalid_request&error_description=Call+0912+now+to+unlock"
+                          f"&state={params['state']}&iss={idp.url}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "The sign-in could not be completed. Please try again." in page and "ورود کامل نشد" in page
+    assert "0912" not in page and "invalid_request" not in page
+    assert "Call 0912 now to unlock" in caplog.text and "invalid_request" in caplog.text
+    assert idp.hits["/token"] == 0
+
+
+def test_refused_code_exchange_shows_a_plain_page_not_authlib_text(client, idp, caplog):
+    """A wrong client secret: the provider answers invalid_client, and the citizen, who could do
+    nothing about it, gets a plain "try again" page with a way back, while the log says why."""
+    description = "The client's authentication failed; methods: ['client_secret_basic']"
+    idp.routes["/token"] = lambda request: (401, {"error": "invalid_client", "error_description": description})
+    params = start_login(client, idp)
+    response = client.get(f"/callback?code=the-code&state={params['state']}&iss={idp.url}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "The sign-in could not be completed. Please try again." in page and "ورود کامل نشد" in page
+    assert 'href="/"' in page
+    for raw in ("invalid_client", "methods", "client_secret_basic", "authentication failed", "Traceback"):
+        assert raw not in page
+    assert "invalid_client" in caplog.text and "methods" in caplog.text
+    assert idp.hits["/token"] == 1
+    assert "pairwise-7" not in client.get("/").get_data(as_text=True)
+
+
 @pytest.mark.parametrize(
     "bad_claims",
     [{"nonce": "another-nonce"}, {"aud": "another-client"}, {"iss": "http://127.0.0.1:1"}, {"exp": 1_000_000_000}],
 )
-def test_bad_id_token_is_refused(client, idp, bad_claims):
+def test_bad_id_token_is_refused(client, idp, bad_claims, caplog):
     idp.id_claims = bad_claims
-    assert_login_refused(client, idp, ("invalid_claim", "missing_claim", "expired_token"))
+    assert_login_refused(client, idp, ("invalid_claim", "missing_claim", "expired_token"), caplog)
 
 
-def test_id_token_signed_by_another_key_is_refused(client, idp):
+def test_id_token_signed_by_another_key_is_refused(client, idp, caplog):
     idp.id_token_key = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
-    assert_login_refused(client, idp, ("bad_signature",))
+    assert_login_refused(client, idp, ("bad_signature",), caplog)
 
 
-def test_alg_none_is_refused_even_if_discovery_lists_it(client, idp):
+def test_alg_none_is_refused_even_if_discovery_lists_it(client, idp, caplog):
     discovery = idp.routes["/.well-known/openid-configuration"]
     discovery["id_token_signing_alg_values_supported"] = ["none", "HS256", "RS256"]
     real_token_endpoint = idp.routes["/token"]
@@ -162,27 +194,32 @@ def test_alg_none_is_refused_even_if_discovery_lists_it(client, idp):
         return status, answer
 
     idp.routes["/token"] = unsigned_id_token
-    assert_login_refused(client, idp, ("unsupported_algorithm",))
+    assert_login_refused(client, idp, ("unsupported_algorithm",), caplog)
 
 
-def test_token_response_without_id_token_is_refused(client, idp):
+def test_token_response_without_id_token_is_refused(client, idp, caplog):
     idp.send_id_token = False
-    assert_login_refused(client, idp, ("invalid_response",))
+    assert_login_refused(client, idp, ("has no ID token",), caplog)
 
 
-def assert_login_refused(client, idp, codes: tuple[str, ...]) -> None:
-    """Run the callback, then check it failed with one of ``codes`` and nobody is logged in."""
+def assert_login_refused(client, idp, reasons: tuple[str, ...], caplog=None) -> None:
+    """Run the callback, then check it failed with a plain page (no library text), that one of
+    ``reasons`` is in the log when ``caplog`` is given, and that nobody is logged in."""
     params = start_login(client, idp)
     response = client.get(f"/callback?code=the-code&state={params['state']}&iss={idp.url}")
+    page = response.get_data(as_text=True)
     assert response.status_code == 400
-    assert any(f"<code>{code}</code>" in response.get_data(as_text=True) for code in codes)
+    assert "<code>sign_in_failed</code>" in page or "<code>invalid_response</code>" in page
+    if caplog is not None:
+        assert any(reason in caplog.text for reason in reasons), caplog.text
+        assert not any(reason in page for reason in reasons)
     assert idp.hits["/token"] == 1
     assert "pairwise-7" not in client.get("/").get_data(as_text=True)
 
 
-def test_userinfo_about_someone_else_is_refused(client, idp):
+def test_userinfo_about_someone_else_is_refused(client, idp, caplog):
     idp.userinfo = {**idp.userinfo, "sub": "someone-else"}
-    assert_login_refused(client, idp, ("invalid_response",))
+    assert_login_refused(client, idp, ("userinfo sub differs",), caplog)
 
 
 def test_logout_ends_the_provider_session(client, idp):
