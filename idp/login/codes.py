@@ -1,9 +1,11 @@
 """One-time codes (NIST SP 800-63B §5.1.3): start a challenge, resend, verify.
 
 A code is 6 digits from a CSPRNG, stored only as a keyed hash, valid ``otp_ttl`` seconds,
-single use, and a challenge ends after ``otp_attempts`` wrong codes. A challenge is also
-created when the national ID and mobile do not match a citizen, with no code that can ever
-match, so a stranger cannot tell the two apart from the pages they see.
+single use, and a challenge ends after ``otp_attempts`` wrong codes. The challenge itself is
+kept a while after its code expires, so that the login can still ask for a new code
+(``resend``). A challenge is also created when the national ID and mobile do not match a
+citizen, with no code that can ever match, so a stranger cannot tell the two apart from the
+pages they see.
 
 The SMS itself is handed to a small per-process pool of sender threads, so the request
 takes the same time whether or not a message goes out (no timing oracle for registered
@@ -60,6 +62,19 @@ class ResendTooSoon(OtpError):
     def __init__(self, wait: int):
         super().__init__(f"wait {wait}s")
         self.wait = wait
+
+
+def _lifetime() -> int:
+    """How long a challenge is kept: its code's lifetime and then as long as its login can wait
+    ([login] pending_ttl), so that a new code can still be sent for the same login once the
+    code has expired (``expires`` in the challenge is the code's own end)."""
+    return settings.login.otp_ttl + settings.login.pending_ttl
+
+
+def _expired(challenge: dict) -> bool:
+    """Whether the challenge's code has expired (a challenge without ``expires`` ends with its key)."""
+    expires = challenge.get("expires")
+    return bool(expires) and int(time.time()) >= int(expires)
 
 
 def _code_hash(challenge_id: str, code: str) -> str:
@@ -171,8 +186,8 @@ def start(citizen: Citizen | None, mobile: str, kind: str = "sms", totp_ready: b
                                        "citizen_id": cid, "to": mobile, "kind": kind,
                                        "totp": "1" if (kind == "totp" and totp_ready and cid) else "",
                                        "sent_at": str(int(time.time())), "state": "queued", "send_id": send_id,
-                                       **who},
-                        ttl=settings.login.otp_ttl, count_in=count_in if kind == "sms" else None,
+                                       "expires": str(int(time.time()) + settings.login.otp_ttl), **who},
+                        ttl=_lifetime(), count_in=count_in if kind == "sms" else None,
                         spend=kind == "sms" and bool(cid))
     if kind == "sms":
         _dispatch(challenge_id, send_id, cid, mobile, code)
@@ -200,8 +215,9 @@ def resend(challenge_id: str, challenge: dict, count_in: Window | None = None) -
     cid = challenge["citizen_id"]
     if not store.update_challenge(challenge_id, {"code_hash": _code_hash(challenge_id, code),
                                                  "sent_at": str(int(time.time())), "state": "queued", "kind": "sms",
-                                                 "totp": "", "send_id": send_id},
-                                  ttl=settings.login.otp_ttl, count_in=count_in, spend=bool(cid)):
+                                                 "totp": "", "send_id": send_id,
+                                                 "expires": str(int(time.time()) + settings.login.otp_ttl)},
+                                  ttl=_lifetime(), count_in=count_in, spend=bool(cid)):
         raise OtpExpired()
     _dispatch(challenge_id, send_id, cid, challenge["to"], code)
 
@@ -221,7 +237,9 @@ def status(challenge_id: str) -> dict | None:
     kind = challenge.get("kind", "sms")
     failed = kind == "sms" and (challenge.get("state") == "failed"
                                 or (not challenge["citizen_id"] and store.sms_failing()))
-    return {"seconds": int(challenge["ttl"]), "resend_in": resend_wait(challenge), "failed": failed, "kind": kind}
+    expires = challenge.get("expires")
+    seconds = max(0, int(expires) - int(time.time())) if expires else int(challenge["ttl"])
+    return {"seconds": seconds, "resend_in": resend_wait(challenge), "failed": failed, "kind": kind}
 
 
 def _citizen_of(challenge: dict) -> Citizen | None:
@@ -241,8 +259,8 @@ def verify(challenge_id: str, code: str) -> tuple[int, str, Citizen | None]:
     """
     limit = settings.login.otp_attempts
     challenge, attempts = store.attempt_challenge(challenge_id)
-    if challenge is None:
-        raise OtpExpired()
+    if challenge is None or _expired(challenge):
+        raise OtpExpired()  # an expired code's challenge is kept: a new code can be sent for it
     if attempts > limit:
         store.consume_challenge(challenge_id)
         raise TooManyAttempts()

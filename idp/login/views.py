@@ -26,7 +26,7 @@ from ..platform import audit, limits, metrics
 from ..platform.errors import ChallengeExpired, ChallengeLocked, InteractionGone, SmsFailed, TooManyRequests
 from ..platform.i18n import current_lang, t, use_ui_locales
 from ..platform.store import store
-from ..protocol import authorize, interaction
+from ..protocol import authorize, clients, interaction
 from ..protocol.interaction import Interaction, LoginStep
 from . import codes
 
@@ -40,6 +40,13 @@ def _paused(rid: str | None) -> Interaction:
         raise InteractionGone()
     use_ui_locales(paused.ui_locales)
     return paused
+
+
+def _gone(paused: Interaction) -> InteractionGone:
+    """The 'no longer valid' page for a login that ended meanwhile, with a link back to its agency."""
+    gone = InteractionGone()
+    client = clients.find(paused.client_id)
+    return gone.for_agency(client) if client is not None else gone
 
 
 def _client_name(paused: Interaction) -> str:
@@ -120,8 +127,20 @@ def identify_submit():
                  code_to=mask_mobile(mobile), matched=matched)
     paused.login = LoginStep(challenge_id, mask_mobile(mobile), subject_fp, keys.pair, keys.mobile)
     if not interaction.save(paused):
-        raise InteractionGone()
+        raise _gone(paused)
     return redirect(url_for("login.code", r=rid), code=303)
+
+
+def _expired(paused: Interaction, state: dict | None = None) -> ChallengeExpired:
+    """The 'code has expired' page: with a form for a new code while the challenge is kept (the
+    resend goes through the same limits as any other), else only 'start again'."""
+    rid = paused.id
+    restart = url_for("login.identify", r=rid)
+    state = state if state is not None else codes.status(paused.login.challenge)
+    if state is None:
+        return ChallengeExpired(restart_url=restart)
+    return ChallengeExpired(restart_url=restart, resend_url=url_for("login.resend", r=rid),
+                            resend_in=state["resend_in"], app=state["kind"] == "totp")
 
 
 def _code_page(paused: Interaction, error: str | None = None, notice: str | None = None,
@@ -132,8 +151,10 @@ def _code_page(paused: Interaction, error: str | None = None, notice: str | None
     state = codes.status(paused.login.challenge)
     if state is None:
         raise ChallengeExpired(restart_url=restart)
-    if state["failed"]:
-        raise SmsFailed(restart_url=url_for("login.code", r=rid))
+    if state["failed"]:  # a new try is a resend (none to wait for after a failure)
+        raise SmsFailed(restart_url=restart, resend_url=url_for("login.resend", r=rid))
+    if state["seconds"] <= 0:
+        raise _expired(paused, state)
     return render_template("otp.html", rid=rid, mobile=paused.login.mobile_masked, seconds=state["seconds"],
                            resend_in=state["resend_in"], resend_url=url_for("login.resend", r=rid),
                            kind=state["kind"], error=error, notice=notice, resend_error=resend_error), status
@@ -167,7 +188,7 @@ def resend():
     except codes.ResendTooSoon as exc:
         return _code_page(paused, resend_error=t("otp.resend_wait", seconds=exc.wait), status=429)
     except codes.OtpExpired:
-        raise ChallengeExpired(restart_url=url_for("login.identify", r=rid)) from None
+        raise _expired(paused) from None
     audit.record("code_resent", subject_fp=step.nid_fp, client_id=paused.client_id, code_to=step.mobile_masked)
     return redirect(url_for("login.code", r=rid, sent=1), code=303)
 
@@ -199,7 +220,7 @@ def code_submit():
             raise ChallengeLocked(restart_url=restart) from None
         return _code_page(paused, error=t("error.otp_invalid", remaining=exc.remaining), status=400)
     except codes.OtpExpired:
-        raise ChallengeExpired(restart_url=restart) from None
+        raise _expired(paused) from None
 
     citizen = citizen or directory.get(citizen_id)
     if citizen is None:

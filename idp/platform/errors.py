@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import redis
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
-from flask import Response, render_template, request
+from flask import Response, render_template, request, session
 from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -24,7 +25,9 @@ PROTOCOL_PATHS = ("/token", "/userinfo", "/jwks", "/.well-known/", "/revoke", "/
 
 
 class PageError(Exception):
-    """An error shown to a person as a localized page."""
+    """An error shown to a person as a localized page, with the next step that works: a resend,
+    a restart, the agency's home (an address it registered, never one a request names), or the
+    provider's home page."""
 
     status = 400
     key = "bad_request"  # page.<key>.heading / page.<key>.body
@@ -34,10 +37,28 @@ class PageError(Exception):
     #: What a protocol endpoint says instead (error_description, RFC 6749 §5.2), where a page
     #: error can reach one.
     description: str | None = None
+    #: A form that sends a new code for the same login (POST, with the page's CSRF token); the
+    #: seconds before it may be used, and whether the login waits for an app's code.
+    resend_url: str | None = None
+    resend_in: int = 0
+    resend_app: bool = False
+    #: The agency the person came from (name, Persian name) and its home: both from its record.
+    agency: tuple[str, str | None] | None = None
+    home_url: str | None = None
+    #: Shown again after the wait is over (a page re-rendered from its saved state).
+    waited: bool = False
 
     def __init__(self, restart_url: str | None = None):
         super().__init__(self.key)
         self.restart_url = restart_url
+
+    def for_agency(self, client) -> "PageError":
+        """Name the agency and link back to its home (from its registration)."""
+        from ..protocol.clients import home_url
+
+        self.agency = (client.name, client.name_fa)
+        self.home_url = home_url(client)
+        return self
 
 
 class BadAuthorizationRequest(PageError):
@@ -56,6 +77,28 @@ class UnknownClient(BadAuthorizationRequest):
         super().__init__("invalid_client", "Unknown client")
 
 
+class ClientDisabled(BadAuthorizationRequest):
+    """A registered client that an operator has disabled: unavailable for now, not unknown. The
+    page names no agency and says nothing of why or since when."""
+
+    key = "client_disabled"
+
+    def __init__(self):
+        super().__init__("invalid_client", "Client disabled")
+        self.error = "client_disabled"
+
+
+class BadRedirectUri(BadAuthorizationRequest):
+    """The redirect_uri is missing, repeated or not one the client registered: a page that links
+    to the agency's registered home, never to the address the request named (RFC 9700 §4.11)."""
+
+    key = "bad_redirect"
+
+    def __init__(self, client, description: str):
+        super().__init__("invalid_request", description)
+        self.for_agency(client)
+
+
 class UnknownHost(PageError):
     """The Host header names a host other than the issuer's (hosts.py): a forged or misrouted
     request, answered 400 as RFC 9110 §7.2 allows."""
@@ -72,8 +115,15 @@ class InteractionGone(PageError):
 
 
 class ChallengeExpired(PageError):
+    """The code is no longer valid; ``resend_url`` when a new one can be sent for the same login."""
+
     key = "expired"
     error = "otp_expired"
+
+    def __init__(self, restart_url: str | None = None, resend_url: str | None = None, resend_in: int = 0,
+                 app: bool = False):
+        super().__init__(restart_url)
+        self.resend_url, self.resend_in, self.resend_app = resend_url, resend_in, app
 
 
 class ChallengeLocked(PageError):
@@ -83,7 +133,8 @@ class ChallengeLocked(PageError):
 
 
 class TooManyRequests(PageError):
-    """A named limit or a cool-off: the person is told how long to wait."""
+    """A named limit or a cool-off: the person is told how long to wait; ``restart_url`` is
+    offered only once the wait is over."""
 
     status = 429
     error = "rate_limited"
@@ -96,9 +147,60 @@ class TooManyRequests(PageError):
 
 
 class SmsFailed(PageError):
+    """The text message was not sent: the page offers to send it again (no wait after a failure)."""
+
     key = "sms_failed"
     status = 503
     error = "sms_unavailable"
+
+    def __init__(self, restart_url: str | None = None, resend_url: str | None = None):
+        super().__init__(restart_url)
+        self.resend_url = resend_url
+
+
+# ---- the same page again, in the other language ------------------------------------------------
+# An error page answers a form (a POST) more often than not, and its language link is a GET of the
+# same address: that would show the form again, or count against the very limit the page is about.
+# So the page's state is kept in the signed session cookie (what the page shows, never a secret,
+# nothing in the URL), and the language link adds ``shown=1``: a GET with it is answered with the
+# same page, re-rendered in the new language, with the wait that is left.
+
+SHOWN_PARAM = "shown"
+_SHOWN_KEY = "shown_error"
+#: How long a page's state is kept for its language link.
+SHOWN_TTL = 3600
+
+
+def _remember(exc: PageError) -> None:
+    """Keep what this page shows (the wait and the resend's wait as moments, not durations)."""
+    now, wait = int(time.time()), int(exc.wait_seconds or 0)
+    session[_SHOWN_KEY] = {
+        "k": exc.key, "e": exc.error, "s": exc.status, "at": now,
+        "u": now + wait if wait else (1 if exc.waited else 0),  # 1: a wait that is over
+        "r": exc.restart_url, "rs": exc.resend_url, "ri": now + exc.resend_in if exc.resend_in else 0,
+        "ra": exc.resend_app, "a": list(exc.agency) if exc.agency else None, "h": exc.home_url,
+    }
+
+
+def _shown_again() -> PageError | None:
+    """The page this browser was last shown (within SHOWN_TTL), re-built from its saved state."""
+    state = session.get(_SHOWN_KEY)
+    if not isinstance(state, dict) or not isinstance(state.get("k"), str):
+        return None
+    now = int(time.time())
+    if now - int(state.get("at", 0)) > SHOWN_TTL:
+        return None
+    page = PageError(restart_url=state.get("r"))
+    page.key, page.error, page.status = state["k"], state.get("e", "invalid_request"), int(state.get("s", 400))
+    if state.get("u"):
+        page.wait_seconds = max(0, int(state["u"]) - now)
+        page.waited = page.wait_seconds == 0
+    page.resend_url, page.resend_app = state.get("rs"), bool(state.get("ra"))
+    page.resend_in = max(0, int(state.get("ri") or 0) - now)
+    agency = state.get("a")
+    page.agency = (agency[0], agency[1]) if isinstance(agency, list) and len(agency) == 2 else None
+    page.home_url = state.get("h")
+    return page
 
 
 def is_protocol_request() -> bool:
@@ -112,9 +214,43 @@ def json_error(status: int, error: str, description: str) -> Response:
                     mimetype="application/json", headers={"Cache-Control": "no-store"})
 
 
-def render_page_error(exc: PageError) -> tuple[str, int]:
-    """The localized page of an error."""
-    return render_template("error.html", error=exc), exc.status
+def _flow_id() -> str | None:
+    """The request's ``r`` (the login it belongs to) when it has the shape of one."""
+    rid = request.args.get("r")
+    if rid and len(rid) <= 64 and rid.isascii() and rid.replace("-", "").replace("_", "").isalnum():
+        return rid
+    return None
+
+
+def render_page_error(exc: PageError, remember: bool = True) -> tuple[str, int]:
+    """The localized page of an error. ``remember``: its language link asks for this same page
+    again (shown=1) and carries nothing of the request but its login (``r``): never the
+    addresses a refused request named."""
+    lang_args = None
+    if remember:
+        _remember(exc)
+        rid = _flow_id()
+        lang_args = {**({"r": rid} if rid else {}), SHOWN_PARAM: "1"}
+    return render_template("error.html", error=exc, lang_args=lang_args), exc.status
+
+
+#: The page that shows each form again (a GET), for a form refused as expired (CSRF).
+FORM_PAGES = {"login.identify_submit": "login.identify", "login.code_submit": "login.code",
+              "login.resend": "login.code", "consent.decide": "consent.page",
+              "account.authenticator_confirm": "account.authenticator", "account.services_withdraw": "account.services"}
+
+
+def _form_again() -> str | None:
+    """Where the refused form can be opened again: its own page, on the same login (``r``)."""
+    from flask import url_for
+
+    endpoint = FORM_PAGES.get(request.endpoint or "")
+    if endpoint is None:
+        return None
+    rid = _flow_id()
+    if rid is None and "r" in request.args:
+        return None
+    return url_for(endpoint, **({"r": rid} if rid else {}))
 
 
 def init_app(app) -> None:
@@ -127,9 +263,18 @@ def init_app(app) -> None:
         headers = {"Retry-After": str(exc.wait_seconds)} if exc.wait_seconds else {}
         return body, status, headers
 
+    @app.before_request
+    def show_again():
+        """``?shown=1`` (an error page's language link): that page again, from its saved state."""
+        if request.method == "GET" and b"shown=" in request.query_string and not is_protocol_request() \
+                and request.args.get(SHOWN_PARAM) == "1":
+            page = _shown_again()
+            if page is not None:
+                raise page
+
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
-        page = PageError()
+        page = PageError(restart_url=_form_again())
         page.key, page.error, page.status = "csrf", "csrf_failed", 400
         return render_page_error(page)
 
@@ -157,7 +302,7 @@ def init_app(app) -> None:
         else:
             page = PageError()
             page.key, page.error, page.status = "unavailable", "temporarily_unavailable", 503
-            body, status = render_page_error(page)
+            body, status = render_page_error(page, remember=False)  # asked again: tried again
             resp = Response(body, status=status, mimetype="text/html")
         resp.headers["Retry-After"] = "5"
         return resp
@@ -176,7 +321,7 @@ def init_app(app) -> None:
         page = PageError()
         page.key = "not_found" if exc.code == 404 else "bad_request"
         page.error, page.status = exc.name.lower().replace(" ", "_"), exc.code
-        return render_page_error(page)
+        return render_page_error(page, remember=False)  # asked again, the same address says the same
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -185,4 +330,4 @@ def init_app(app) -> None:
             return json_error(500, "server_error", "Internal error")
         page = PageError()
         page.key, page.error, page.status = "unavailable", "server_error", 500
-        return render_page_error(page)
+        return render_page_error(page, remember=False)

@@ -66,6 +66,8 @@ ERROR_PAGE_KEYS = (
     N_("page.sms_failed.heading"), N_("page.sms_failed.body"),
     N_("page.not_found.heading"), N_("page.not_found.body"),
     N_("page.csrf.heading"), N_("page.csrf.body"),
+    N_("page.bad_redirect.heading"), N_("page.bad_redirect.body"),
+    N_("page.client_disabled.heading"), N_("page.client_disabled.body"),
 )
 
 

@@ -31,7 +31,14 @@ from ..citizens import counting
 from ..citizens.directory import Citizen
 from ..platform import limits, metrics
 from ..platform.database import utcnow
-from ..platform.errors import BadAuthorizationRequest, InteractionGone, TooManyRequests, UnknownClient
+from ..platform.errors import (
+    BadAuthorizationRequest,
+    BadRedirectUri,
+    ClientDisabled,
+    InteractionGone,
+    TooManyRequests,
+    UnknownClient,
+)
 from ..platform.i18n import use_ui_locales
 from ..platform.settings import settings
 from ..platform.store import store
@@ -109,23 +116,25 @@ def _check_parameters(values: MultiDict) -> None:
 
 
 def _check_client(values: MultiDict) -> Client:
-    """One client_id naming an enabled client (else the unknown-service page)."""
+    """One client_id naming an enabled client (else the unknown-service page, or for a client an
+    operator disabled, the page that says the service is unavailable for now)."""
     if len(values.getlist("client_id")) != 1:
         raise UnknownClient()
     client = clients.find(values.get("client_id"))
     if client is None:
-        raise UnknownClient()
+        raise ClientDisabled() if clients.is_disabled(values.get("client_id")) else UnknownClient()
     return client
 
 
 def _check_redirect_uri(values: MultiDict, client: Client) -> str:
     """Present (OIDC Core §3.1.2.1 makes it REQUIRED), once, and exactly one the client
-    registered (RFC 9700 §4.1.3); otherwise a page, never a redirect."""
+    registered (RFC 9700 §4.1.3); otherwise a page, never a redirect, whose only link to the
+    agency is the home it registered."""
     given = values.getlist("redirect_uri")
     if len(given) != 1 or not given[0]:
-        raise BadAuthorizationRequest("invalid_request", "Missing or repeated 'redirect_uri'")
+        raise BadRedirectUri(client, "Missing or repeated 'redirect_uri'")
     if not client.check_redirect_uri(given[0]):
-        raise BadAuthorizationRequest("invalid_request", "The redirect_uri is not registered for this client")
+        raise BadRedirectUri(client, "The redirect_uri is not registered for this client")
     return given[0]
 
 
@@ -275,7 +284,7 @@ def proceed(paused: Interaction, session: Session | None, stored: bool) -> Respo
         return _finish(paused, session, None)
     client = clients.find(paused.client_id)
     if client is None:
-        raise InteractionGone()  # disabled while the person was logging in
+        raise ClientDisabled()  # disabled while the person was logging in
     if must_log_in(paused, session, client):
         if "none" in paused.prompt:
             raise ToClient(Refused("login_required"), paused.redirect_uri, paused.state)

@@ -18,10 +18,12 @@ import os
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import current_app, g, has_request_context
 
 from ..platform.database import db
+from ..platform.settings import is_loopback, settings
 from ..platform.store import store
 from .models import Client
 
@@ -133,6 +135,30 @@ def find(client_id: Any) -> Client | None:
         return None
     client = client_cache.get(client_id)
     return client if client is not None and client.is_enabled else None
+
+
+def is_disabled(client_id: Any) -> bool:
+    """Whether this id names a registered client that an operator has disabled (the error page
+    then says the service is unavailable for now, rather than unknown)."""
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        return False
+    client = client_cache.get(client_id)
+    return client is not None and not client.is_enabled
+
+
+def home_url(client: Client) -> str | None:
+    """Where a person can go back to the agency: the origin of its first registered redirect URI,
+    an address checked when the client was registered (never one a request names). None for a
+    loopback address when the provider itself is not on loopback (a native app's listener)."""
+    uris = client.redirect_uris
+    if not uris:
+        return None
+    parts = urlsplit(uris[0])
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return None
+    if is_loopback(parts.hostname or "") and not is_loopback(urlsplit(settings.server.issuer).hostname or ""):
+        return None
+    return f"{parts.scheme}://{parts.netloc}/"
 
 
 def find_many(client_ids: list[str]) -> dict[str, Client]:

@@ -2,7 +2,8 @@
  *
  * The page works the same without this script: the resend button is then simply enabled,
  * and a resend that comes too early is answered by the server with the time left. With it,
- * the button named by data-enables stays disabled until the count reaches 0; then the
+ * the button named by data-enables stays disabled until the count reaches 0 (and the element
+ * named by data-reveals, such as the "try again" link of a limit page, stays hidden); then the
  * countdown's box ([data-countdown-box]) shows its data-done text (or hides when that is
  * empty) and a status region announces data-announce (or data-done) once, not every second.
  * Loaded as an external file: the Content-Security-Policy allows no inline script. */
@@ -18,6 +19,9 @@
 
   function finish(el, button) {
     if (button) { button.disabled = false; }
+    var reveals = el.getAttribute("data-reveals");
+    var shown = reveals ? document.getElementById(reveals) : null;
+    if (shown) { shown.hidden = false; }
     var box = el.closest ? el.closest("[data-countdown-box]") : null;
     if (!box) { return; }
     var done = box.getAttribute("data-done") || "";

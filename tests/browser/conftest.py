@@ -70,6 +70,7 @@ def add_previews(app) -> None:
     from idp.platform.errors import (
         ChallengeExpired,
         ChallengeLocked,
+        ClientDisabled,
         InteractionGone,
         PageError,
         SmsFailed,
@@ -86,6 +87,7 @@ def add_previews(app) -> None:
         "csrf": lambda: CSRFError("The CSRF token is missing."),
         "interaction": InteractionGone,
         "unknown_client": UnknownClient,
+        "client_disabled": ClientDisabled,
         "expired": lambda: ChallengeExpired(restart_url=restart()),
         "locked": lambda: ChallengeLocked(restart_url=restart()),
         "rate_limited": lambda: TooManyRequests(40),

@@ -208,6 +208,8 @@ ERROR_PAGES = [
     ("/_preview/error/rate_limited?wait=40", "rate_limited", "۴۰\u00a0ثانیه", "40\u00a0seconds"),
     ("/_preview/error/sms_failed?restart=1", "sms_failed", "تلاش دوباره", "Try again"),
     ("/authorize?client_id=nobody&response_type=code", "unknown_client", "سامانه ناشناخته", "Unknown service"),
+    ("/_preview/error/client_disabled", "client_disabled", "سامانه موقتاً در دسترس نیست",
+     "Service temporarily unavailable"),
     ("/login?r=bogus", "interaction", "این صفحه دیگر معتبر نیست", "This page is no longer valid"),
     ("/_preview/error/unavailable", "unavailable", "موقتاً در دسترس نیست", "Temporarily unavailable"),
     ("/_preview/error/csrf", "csrf", "فرم منقضی شده است", "The form has expired"),
@@ -277,11 +279,12 @@ def test_pages_fit_a_360px_phone_with_large_targets(new_context, provider, agenc
 
 
 def check_fits(page) -> None:
-    """No sideways scrolling, and every button and input at least 44px tall (WCAG 2.5.5)."""
+    """No sideways scrolling, and every button and input shown at least 44px tall (WCAG 2.5.5); one
+    not shown yet (the "try again" of a limit page, until the wait is over) is no target."""
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], f"{page.url}: {width}px wide"
     small = page.evaluate("""[...document.querySelectorAll('button, a.button, input:not([type=hidden])')]
-        .filter(e => e.getBoundingClientRect().height < 44).map(e => e.outerHTML.slice(0, 80))""")
+        .filter(e => e.getClientRects().length > 0 && e.getBoundingClientRect().height < 44).map(e => e.outerHTML.slice(0, 80))""")
     assert not small, small
 
 
