@@ -166,7 +166,7 @@ def test_consent_page_lists_claims_then_approval_is_remembered(provider):
     assert APPROVE in page.text and 'name="decision" value="deny"' in page.text
     assert 'name="csrf_token"' in page.text and "<script" not in page.text and "style=" not in page.text
     assert "بانک ملت" in page.text and 'dir="rtl"' in page.text
-    for claim in ("شناسه‌ای از شما", "نام، نام خانوادگی و تاریخ تولد شما", "شماره همراه شما"):
+    for claim in ("شناسه‌ای از شما", "نام، نام خانوادگی و تاریخ تولد شما", "شماره‌ی همراه شما"):
         assert claim in page.text, claim
     assert "کد ملی شما" not in page.text, "only what was asked is listed"
     assert "(تازه)" not in page.text, "nothing is new the first time"
@@ -250,7 +250,7 @@ def test_connected_services_lists_and_withdraws(provider):
 
     browser, page = _sign_in_at(provider, "/account/services", national_id, mobile)
     assert "بانک ملت" in page.text and "Bookshop" in page.text
-    assert "شماره همراه شما" in page.text and "نام، نام خانوادگی و تاریخ تولد شما" in page.text
+    assert "شماره‌ی همراه شما" in page.text and "نام، نام خانوادگی و تاریخ تولد شما" in page.text
     assert page.text.count('name="client_id"') == 2 and "<script" not in page.text
     assert re.search(r"اجازه از [۰-۹]+ \S+ [۰-۹]{4}", page.text), "the date is shown in the Jalali calendar"
     english = browser.get(f"{provider.url}/account/services?lang=en")
