@@ -8,11 +8,12 @@ import re
 import secrets
 import time
 
+import pytest
 import requests
 
 from idp.citizens.national_id import make_national_id
 
-from .helpers import form_fields, idp, redirect_params
+from .helpers import form_fields, idp, redirect_params, verify_id_token
 
 APPROVE = 'name="decision" value="approve"'
 
@@ -166,7 +167,7 @@ def test_consent_page_lists_claims_then_approval_is_remembered(provider):
     assert APPROVE in page.text and 'name="decision" value="deny"' in page.text
     assert 'name="csrf_token"' in page.text and "<script" not in page.text and "style=" not in page.text
     assert "بانک ملت" in page.text and 'dir="rtl"' in page.text
-    for claim in ("شناسه‌ای از شما", "نام، نام خانوادگی و تاریخ تولد شما", "شماره همراه شما"):
+    for claim in ("شناسه‌ای از شما", "نام، نام خانوادگی و تاریخ تولد شما", "شماره‌ی همراه شما"):
         assert claim in page.text, claim
     assert "کد ملی شما" not in page.text, "only what was asked is listed"
     assert "(تازه)" not in page.text, "nothing is new the first time"
@@ -250,7 +251,7 @@ def test_connected_services_lists_and_withdraws(provider):
 
     browser, page = _sign_in_at(provider, "/account/services", national_id, mobile)
     assert "بانک ملت" in page.text and "Bookshop" in page.text
-    assert "شماره همراه شما" in page.text and "نام، نام خانوادگی و تاریخ تولد شما" in page.text
+    assert "شماره‌ی همراه شما" in page.text and "نام، نام خانوادگی و تاریخ تولد شما" in page.text
     assert page.text.count('name="client_id"') == 2 and "<script" not in page.text
     assert re.search(r"اجازه از [۰-۹]+ \S+ [۰-۹]{4}", page.text), "the date is shown in the Jalali calendar"
     english = browser.get(f"{provider.url}/account/services?lang=en")
@@ -379,3 +380,134 @@ def test_authorize_asks_consent_for_untrusted_clients(provider):
         from idp.protocol import consent
 
         assert consent.granted(_citizen_id(provider, national_id2)) == []
+
+
+# ---- what the page says is what the service gets ---------------------------------------------
+
+#: Per scope set: the page's list (Persian, English), then the userinfo claims the service gets
+#: with it. The ID token carries no personal claim whatever the scopes (only sub and sid).
+ID_FA, ID_EN = "شناسه‌ای از شما که فقط برای این سامانه ساخته می‌شود", "An identifier for you, made for this service only"
+PROFILE_FA, PROFILE_EN = "نام، نام خانوادگی و تاریخ تولد شما", "Your given name, family name and date of birth"
+WHAT_IS_SHARED = {
+    "openid": ([ID_FA], [ID_EN], {"sub"}),
+    "openid age": ([ID_FA, "اینکه ۱۸ سال یا بیشتر دارید یا نه (نه تاریخ تولدتان)"],
+                   [ID_EN, "Whether you are 18 or older (not your date of birth)"], {"sub", "age_over_18"}),
+    # profile gives the date of birth, so the age line does not promise to keep it back
+    "openid profile age": ([ID_FA, PROFILE_FA, "اینکه ۱۸ سال یا بیشتر دارید یا نه"],
+                           [ID_EN, PROFILE_EN, "Whether you are 18 or older"],
+                           {"sub", "given_name", "family_name", "name", "birthdate", "locale", "age_over_18"}),
+    "openid phone": ([ID_FA, "شماره‌ی همراه شما"], [ID_EN, "Your mobile number"],
+                     {"sub", "phone_number", "phone_number_verified"}),
+    "openid national_id": ([ID_FA, "کد ملی شما"], [ID_EN, "Your national ID"], {"sub", "national_id"}),
+}
+PERSONAL = {"given_name", "family_name", "name", "birthdate", "phone_number", "national_id", "age_over_18"}
+
+
+def _listed(page) -> list[str]:
+    """The items of the consent page's list, as text."""
+    box = re.search(r'<ul class="claims"[^>]*>(.*?)</ul>', page.text, re.S).group(1)
+    return [re.sub(r"<[^>]+>", "", item).strip() for item in re.findall(r"<li>(.*?)</li>", box, re.S)]
+
+
+@pytest.mark.parametrize("scope", list(WHAT_IS_SHARED))
+def test_the_consent_page_lists_exactly_what_the_service_receives(provider, scope):
+    fa, en, claims = WHAT_IS_SHARED[scope]
+    client_id, secret, redirect = provider.add_client(name="Bank", name_fa="بانک ملت", trusted=False,
+                                                      scope="openid profile phone national_id age")
+    _allow_national_id(provider, client_id)
+    national_id, mobile = provider.add_citizen(birth_date="1990-05-01")
+    browser = provider.flow()
+    page = _login_to_consent(provider, browser, client_id, redirect, national_id, mobile, scope=scope)
+    assert APPROVE in page.text and _listed(page) == fa
+    assert "<h1>به <bdi>بانک ملت</bdi> اجازه می‌دهید اطلاعات شما را ببیند؟</h1>" in page.text
+    english = browser.get(page.url + "&lang=en")
+    assert _listed(english) == en
+    assert "<h1>Allow <bdi>Bank</bdi> to see your information?</h1>" in english.text
+
+    result = redirect_params(browser.follow(browser.submit(english, {"decision": "approve"}), redirect), redirect)
+    token = browser.exchange(client_id, secret, redirect, result["code"]).json()
+    info = requests.get(f"{provider.url}/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"},
+                        timeout=10).json()
+    assert set(info) == claims, info
+    assert not PERSONAL & set(verify_id_token(provider.url, token["id_token"])["claims"])
+    if "age" in scope:
+        assert info["age_over_18"] is True
+    if "national_id" in scope:
+        assert info["national_id"] == national_id
+
+
+def test_an_identifier_shared_by_public_subject_services_is_called_so(provider):
+    client_id, _, _ = provider.add_client(name="Registry", scope="openid", trusted=False, subject_type="public")
+    national_id, mobile = provider.add_citizen()
+    browser, _ = _sign_in_at(provider, "/account/services", national_id, mobile)
+    rid = _paused(provider, browser, client_id, "openid", ui_locales="en")
+    assert _listed(browser.get(f"{provider.url}/consent?r={rid}")) == [
+        "An identifier for you, the same one other services may receive"]
+
+
+# ---- who is signed in, and "Not you?" ----------------------------------------------------------
+
+def test_the_consent_page_says_who_is_signed_in_and_not_you_signs_in_someone_else(provider):
+    from idp.citizens.national_id import mask_national_id
+    from idp.platform.digits import persian_digits
+    from idp.protocol import sessions
+
+    client_id, secret, redirect = provider.add_client(name="Bank", scope="openid profile", trusted=False)
+    first_id, first_mobile = provider.add_citizen()
+    second_id, second_mobile = provider.add_citizen()
+    browser = provider.flow()
+    page = _login_to_consent(provider, browser, client_id, redirect, first_id, first_mobile, state="keep-me")
+    rid = re.search(r"/consent\?r=([\w-]+)", page.url).group(1)
+    masked = persian_digits(mask_national_id(first_id))
+    assert re.search(r'<p class="signed-in"[^>]*>(.*?)</p>', page.text, re.S).group(1) == (
+        f'شما با نام <bdi>آزمون شهروند</bdi> و کد ملی <bdi dir="ltr">{masked}</bdi> وارد شده‌اید.')
+    assert first_id not in page.text and persian_digits(first_id) not in page.text
+    # "Not you?" is a button of the page's last form: the first form is still the answer (DESIGN §5).
+    assert re.search(r'<button type="submit" form="not-me-form" class="link" id="not-me">شما نیستید؟', page.text)
+    assert re.search(r'<form[^>]*action="/consent\?r=', page.text).start() < page.text.index('id="not-me-form"')
+    first_cookie = browser.http.cookies.get("idp_sso")
+
+    csrf = form_fields(page.text)["csrf_token"]
+    forged = browser.http.post(f"{provider.url}/consent/not-me?r={rid}", allow_redirects=False, timeout=10)
+    assert forged.status_code == 400
+    stranger = provider.flow()
+    assert stranger.http.post(f"{provider.url}/consent/not-me?r={rid}", data={"csrf_token": csrf},
+                              allow_redirects=False, timeout=10).status_code == 400
+
+    out = browser.http.post(f"{provider.url}/consent/not-me?r={rid}", data={"csrf_token": csrf},
+                            allow_redirects=False, timeout=10)
+    assert out.status_code == 303 and out.headers["Location"] == f"/login?r={rid}", out.text[:300]
+    assert "idp_sso=;" in out.headers.get("Set-Cookie", "").replace('""', "")
+    with provider.app.app_context():
+        from idp.platform.audit import latest
+        from idp.platform.store import store
+
+        assert sessions.Session.from_record(store.get_session(store.session_id(first_cookie))) is None
+        assert latest(1, "logout")[0]["details"]["reason"] == "not_me"
+
+    # The same request, from its first page: the other person signs in and answers for themselves.
+    login = browser.get(f"{provider.url}{out.headers['Location']}")
+    assert login.status_code == 200 and 'name="national_id"' in login.text and "Bank" in login.text
+    sent = len(provider.outbox.messages(second_mobile))
+    code_page = browser.follow(browser.submit(login, {"national_id": second_id, "mobile": second_mobile}), redirect)
+    code = provider.outbox.last_code(second_mobile, after=sent)
+    page = browser.follow(browser.submit(code_page, {"otp": code}), redirect)
+    assert APPROVE in page.text and page.url.endswith(f"/consent?r={rid}")
+    signed_in_as = re.search(r'<p class="signed-in"[^>]*>(.*?)</p>', page.text, re.S).group(1)
+    assert f'<bdi dir="ltr">{persian_digits(mask_national_id(second_id))}</bdi>' in signed_in_as
+    result = redirect_params(browser.follow(browser.submit(page, {"decision": "approve"}), redirect), redirect)
+    assert result["state"] == "keep-me"
+    token = browser.exchange(client_id, secret, redirect, result["code"]).json()
+    info = requests.get(f"{provider.url}/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"},
+                        timeout=10).json()
+    with provider.app.app_context():
+        from idp.citizens import directory
+        from idp.protocol import subjects
+
+        second = directory.profile(_citizen_id(provider, second_id))
+        assert info["sub"] == subjects.subject_for(second, _client(provider, client_id))
+        from idp.protocol import consent
+
+        first_grants = consent.granted(_citizen_id(provider, first_id))
+        second_grants = consent.granted(second.id)
+    assert first_grants == [] and [g.client_id for g in second_grants] == [client_id]

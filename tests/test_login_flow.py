@@ -153,3 +153,54 @@ def test_client_secret_post_is_accepted(provider):
         "grant_type": "authorization_code", "code": result["code"], "redirect_uri": redirect,
         "code_verifier": browser.last_verifier, "client_id": client_id, "client_secret": secret}, timeout=10)
     assert token.status_code == 200, token.text
+
+
+def test_empty_fields_are_asked_for_not_called_wrong(provider):
+    """An empty field gets "please enter ...", a wrong one "not valid"; the form alone decides, so
+    a registered national ID and an unknown one get the same page."""
+    import re
+
+    from idp.citizens.national_id import make_national_id
+
+    from .helpers import form_fields
+
+    client_id, _, redirect = provider.add_client()
+    national_id, mobile = provider.add_citizen()
+    unknown = make_national_id("987654321")
+
+    def submit(nid: str, mob: str, lang: str = "fa") -> requests.Response:
+        browser = provider.flow()
+        page = browser.start(client_id, redirect, ui_locales=lang)
+        return browser.submit(page, {"national_id": nid, "mobile": mob})
+
+    def errors(r) -> list[str]:
+        return re.findall(r'<p class="error" id="[\w-]+" role="alert">([^<]*)</p>', r.text)
+
+    both = submit("", "  ")
+    assert both.status_code == 400
+    assert errors(both) == ["لطفاً کد ملی خود را وارد کنید.", "لطفاً شماره‌ی همراه خود را وارد کنید."]
+    assert errors(submit("", "", "en")) == ["Please enter your national ID.", "Please enter your mobile number."]
+    assert errors(submit("12", "", "en")) == ["This national ID is not valid. Check its 10 digits.",
+                                               "Please enter your mobile number."]
+    assert errors(submit("", "12", "en")) == ["Please enter your national ID.",
+                                              "This mobile number is not valid. Write it like 09121234567."]
+
+    def same(r) -> str:
+        return re.sub(r"r=[\w-]+|value=\"[^\"]*\"", "", r.text)
+
+    registered, stranger = submit(national_id, ""), submit(unknown, "")
+    assert registered.status_code == stranger.status_code == 400
+    assert errors(registered) == ["لطفاً شماره‌ی همراه خود را وارد کنید."]
+    assert same(registered) == same(stranger), "the same page whether or not the national ID is registered"
+    assert same(submit("", mobile)) == same(submit("", "09120000000"))
+
+    # The code: empty is asked for; the app's page too.
+    for kind in ({}, {"method": "totp"}):
+        browser = provider.flow()
+        page = browser.start(client_id, redirect, ui_locales="en")
+        page = browser.follow(browser.submit(page, {"national_id": national_id, "mobile": mobile, **kind}), redirect)
+        assert 'name="otp"' in page.text
+        empty = browser.submit(page, {"otp": " "})
+        assert empty.status_code == 400 and errors(empty) == ["Please enter the 6-digit code."], kind
+        assert errors(browser.submit(page, {"otp": "12"})) == ["The code has 6 digits."]
+        assert form_fields(empty.text)["csrf_token"]

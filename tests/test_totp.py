@@ -24,6 +24,8 @@ def _enrol(provider, national_id, mobile):
     assert 'src="data:image/svg+xml' in page.text, "a QR code is shown"
     secret = re.search(r'<code dir="ltr">([A-Z2-7 ]+)</code>', page.text).group(1).replace(" ", "")
     totp = pyotp.TOTP(secret)
+    empty = browser.submit(page, {"otp": ""})
+    assert empty.status_code == 400 and "لطفاً کد ۶ رقمی را وارد کنید." in empty.text, "empty is asked for"
     wrong = browser.submit(page, {"otp": f"{(int(totp.now()) + 1) % 10**6:06d}"})
     assert wrong.status_code == 400
     now = time.time()
@@ -75,6 +77,8 @@ def test_no_app_means_no_code_works_and_sms_is_offered(provider):
     national_id, mobile = provider.add_citizen()
     browser, page, answer = _app_login(provider, client, national_id, mobile, "123456")
     assert answer.status_code == 400
+    # Someone without an app is not asked "no code arrived?" (that is for a texted code).
+    assert "کد نرسید" not in page.text and "کد نرسید" not in answer.text and "دوباره شروع کنید" in page.text
     fields = form_fields(answer.text)
     switch = browser.http.post(f"{provider.url}/login/resend?{page.url.split('?')[1]}",
                                data={"csrf_token": fields["csrf_token"]}, allow_redirects=False, timeout=10)

@@ -1,4 +1,6 @@
-"""Blueprint of the citizen's own account pages: the authenticator app and connected services.
+"""Blueprint of the citizen's own account pages: who is signed in, the authenticator app,
+connected services, and signing out (here, or everywhere: every session of the citizen ends and
+each one's agencies are told by back-channel logout, as at any logout, protocol.logout).
 
 Setting up (or replacing) an authenticator app needs a fresh SMS login: whoever holds the
 session must have just proved the mobile, so a borrowed session cannot add an attacker's app.
@@ -9,14 +11,14 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
 from ..citizens import directory
 from ..citizens.national_id import normalize_digits
 from ..login import totp
 from ..platform import audit
 from ..platform.i18n import t
-from ..protocol import authorize, consent, sessions
+from ..protocol import authorize, consent, logout, sessions
 from ..protocol.interaction import ACCOUNT_CLIENT
 from ..protocol.sessions import Session
 
@@ -40,7 +42,34 @@ def overview():
     if session is None:
         return authorize.account_visit(url_for("account.overview"))
     return render_template("account.html", enrolled=totp.is_enrolled(session.citizen.id),
-                           enrolled_now=request.args.get("enrolled"))
+                           enrolled_now=request.args.get("enrolled"), who=sessions.signed_in_as(session))
+
+
+@bp.post("/logout")
+def sign_out():
+    """End this browser's session (CSRF-checked); its agencies are told by back-channel logout."""
+    session = sessions.current()
+    if session is not None:
+        logout.end_session(session, reason="account")
+    return _signed_out(everywhere=False)
+
+
+@bp.post("/logout/everywhere")
+def sign_out_everywhere():
+    """End every session of this browser's citizen, on every device (CSRF-checked), each with
+    its back-channel logouts; another citizen's sessions are untouched."""
+    session = sessions.current()
+    if session is not None:
+        logout.logout_everywhere(session.citizen.id, reason="account_everywhere")
+    return _signed_out(everywhere=True)
+
+
+def _signed_out(everywhere: bool):
+    """The signed-out page, with the browser's session cookie cleared. Without a session (signed
+    out meanwhile, in another tab or elsewhere) the same page: there is nothing left to end."""
+    response = make_response(render_template("logout_done.html", everywhere=everywhere))
+    sessions.forget_cookie(response)
+    return response
 
 
 @bp.get("/authenticator")
@@ -57,7 +86,8 @@ def _enrol_page(secret: str, session: Session, error: str | None = None, status:
     person = directory.profile(session.citizen.id)
     uri = totp.provisioning_uri(secret, totp.account_label(person.national_id if person else ""))
     return render_template("authenticator.html", qr=totp.qr_data_uri(uri), secret=totp.grouped(secret),
-                           replacing=totp.is_enrolled(session.citizen.id), error=error), status
+                           replacing=totp.is_enrolled(session.citizen.id), error=error,
+                           who=sessions.signed_in_as(session)), status
 
 
 @bp.post("/authenticator")
@@ -67,6 +97,9 @@ def authenticator_confirm():
     if session is None:
         return authorize.account_visit(url_for("account.authenticator"))
     code = normalize_digits(request.form.get("otp", "").strip())[:16]
+    if not code:
+        secret = totp.pending_secret(session.sid) or totp.begin_enrolment(session.sid)
+        return _enrol_page(secret, session, error=t("error.otp_empty"), status=400)
     if totp.confirm_enrolment(session.sid, session.citizen.id, code):
         person = directory.profile(session.citizen.id)
         audit.record("totp_enrolled", national_id=person.national_id if person else None, client_id=ACCOUNT_CLIENT)
@@ -84,7 +117,7 @@ def services():
     if session is None:
         return authorize.account_visit(url_for("account.services"))
     return render_template("services.html", grants=consent.granted(session.citizen.id), describe=consent.describe,
-                           withdrawn=request.args.get("withdrawn"))
+                           withdrawn=request.args.get("withdrawn"), who=sessions.signed_in_as(session))
 
 
 @bp.post("/services/withdraw")

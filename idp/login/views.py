@@ -95,14 +95,16 @@ def identify_submit():
     rid = paused.id
     raw_nid, raw_mobile = request.form.get("national_id", ""), request.form.get("mobile", "")
     errors = {}
+    # An empty field is asked for, not called wrong. Both checks are on the form alone, before
+    # anything is looked up, so they tell nothing about who is registered.
     try:
         national_id = parse_national_id(raw_nid)
     except InvalidNationalId:
-        errors["national_id"] = t("error.national_id")
+        errors["national_id"] = t("error.national_id") if raw_nid.strip() else t("error.national_id_empty")
     try:
         mobile = parse_mobile(raw_mobile)
     except InvalidMobile:
-        errors["mobile"] = t("error.mobile")
+        errors["mobile"] = t("error.mobile") if raw_mobile.strip() else t("error.mobile_empty")
     if errors:
         try:
             limits.check_ip("starts_per_ip")  # a refused form counts against its address all the same
@@ -206,6 +208,8 @@ def code_submit():
     except limits.RateLimited as exc:
         raise _limited(exc, rid) from None
     entered = normalize_digits(request.form.get("otp", ""))[:16]
+    if not entered.strip():
+        return _code_page(paused, error=t("error.otp_empty"), status=400)
     if not (len(entered) == 6 and entered.isascii() and entered.isdigit()):
         return _code_page(paused, error=t("error.otp_format"), status=400)
     try:

@@ -15,6 +15,10 @@ The page answers a paused authorization request (interaction.py): the decision i
 it (``consent = "granted" | "denied"``) and the browser goes back to ``/authorize/resume``,
 which issues the code or answers access_denied. Whether to ask at all is decided by
 :func:`needs_consent` alone (protocol.authorize asks it).
+
+The page says who is signed in (masked), with "Not you?": that ends the session and takes the
+same paused request back to the login's first page, so whoever is at the device signs in as
+themselves and the agency gets its answer for them.
 """
 from __future__ import annotations
 
@@ -30,11 +34,11 @@ from ..platform import audit
 from ..platform.database import db, utcnow
 from ..platform.errors import InteractionGone
 from ..platform.i18n import N_, current_lang, t, use_ui_locales
-from ..platform.settings import settings
-from . import clients, interaction, sessions
+from . import clients, interaction, logout, sessions
 from .interaction import Interaction
 from .models import Client, Consent, RefreshToken
 from .sessions import Session
+from .subjects import AGE_OVER
 
 bp = Blueprint("consent", __name__, url_prefix="/consent")
 
@@ -55,6 +59,8 @@ class Grant:
     scopes: tuple[str, ...]
     granted_at: dt.datetime
     updated_at: dt.datetime
+    #: the client's `sub` is the same for every public-subject client (subjects.subject_for)
+    public_sub: bool = False
 
     @property
     def display_name(self) -> str:
@@ -137,7 +143,12 @@ def granted(citizen_id: int) -> list[Grant]:
         .where(Consent.citizen_id == citizen_id).order_by(Consent.updated_at.desc(), Consent.id.desc())).all()
     return [Grant(client_id=c.client_id, name=client.name if client else c.client_id,
                   name_fa=client.name_fa if client else None, scopes=ordered(c.scope.split()),
-                  granted_at=c.granted_at, updated_at=c.updated_at) for c, client in rows]
+                  granted_at=c.granted_at, updated_at=c.updated_at, public_sub=_public_sub(client))
+            for c, client in rows]
+
+
+def _public_sub(client: Client | None) -> bool:
+    return client is not None and (client.client_metadata or {}).get("subject_type") == "public"
 
 
 def withdraw(citizen_id: int, client_id: str) -> bool:
@@ -156,18 +167,30 @@ def withdraw(citizen_id: int, client_id: str) -> bool:
     return True
 
 
-def describe(scope: str) -> str:
-    """What a scope releases, in words, in the page's language."""
+def describe(scope: str, scopes: Iterable[str] = (), public_sub: bool = False) -> str:
+    """What a scope releases, in words, in the page's language: exactly the claims
+    subjects.claims_for gives for it (ID tokens carry only `sub` and `sid`), read together with
+    the other scopes of the same grant (``scopes``).
+
+    ``openid``: the `sub`, pairwise unless the client is a public-subject one (``public_sub``).
+    ``profile``: given_name, family_name, name (the two together), birthdate (and locale, fa-IR).
+    ``phone``: phone_number (verified). ``national_id``: national_id. ``age``: age_over_18 only;
+    it keeps the date of birth back unless ``profile``, asked for too, gives it anyway.
+    """
+    if scope == "openid":
+        return t("consent.claim.openid_public") if public_sub else t("consent.claim.openid")
     if scope == "age":
-        return t("consent.claim.age", age=settings.stats.adult_age)
+        if "profile" in scopes:
+            return t("consent.claim.age_with_profile", age=AGE_OVER)
+        return t("consent.claim.age", age=AGE_OVER)
     if scope in _CLAIM_KEYS:
         return t(_CLAIM_KEYS[scope])
     return scope
 
 
 #: The words for each scope on the consent page, marked so that pybabel extract finds the keys.
-_CLAIM_KEYS = {"openid": N_("consent.claim.openid"), "profile": N_("consent.claim.profile"),
-               "phone": N_("consent.claim.phone"), "national_id": N_("consent.claim.national_id")}
+_CLAIM_KEYS = {"profile": N_("consent.claim.profile"), "phone": N_("consent.claim.phone"),
+               "national_id": N_("consent.claim.national_id")}
 
 
 # ---- the page ----------------------------------------------------------------------------------
@@ -191,9 +214,25 @@ def page():
     paused, session, client = _paused(request.args.get("r"))
     wanted = requested_scopes(client, paused.scope)
     before = set(granted_scopes(session.citizen.id, client.client_id))
-    items = [{"scope": s, "text": describe(s), "new": bool(before) and s not in before} for s in wanted]
+    public_sub = _public_sub(client)
+    items = [{"scope": s, "text": describe(s, wanted, public_sub), "new": bool(before) and s not in before}
+             for s in wanted]
     return render_template("consent.html", rid=paused.id, client_name=clients.display_name(client, current_lang()),
-                           items=items, asked_before=bool(before))
+                           items=items, asked_before=bool(before), who=sessions.signed_in_as(session))
+
+
+@bp.post("/not-me")
+def not_me():
+    """"Not you?": end this browser's session (its agencies are told, as at any logout) and take
+    the same paused request back to the login's first page, where nobody is signed in yet."""
+    paused, session, client = _paused(request.args.get("r"))
+    paused.sid, paused.logged_in, paused.consent, paused.login = None, False, None, None
+    if not interaction.save(paused):
+        raise InteractionGone()
+    logout.end_session(session, reason="not_me", client_id=client.client_id)
+    response = redirect(url_for("login.identify", r=paused.id), code=303)
+    sessions.forget_cookie(response)
+    return response
 
 
 @bp.post("")

@@ -21,7 +21,9 @@ from typing import Any
 from flask import Response, request
 from flask import session as flask_session
 
+from ..citizens import directory
 from ..citizens.directory import Citizen
+from ..citizens.national_id import mask_national_id
 from ..platform.settings import settings
 from ..platform.store import store
 
@@ -54,6 +56,24 @@ class Session:
                           birth_date=dt.date.fromisoformat(record["bd"]), adult_counted=bool(record.get("adult")))
         return cls(record["sid"], record["psid"], citizen, record["auth_time"], record["method"],
                    list(record.get("clients") or []))
+
+
+@dataclass(frozen=True)
+class SignedInAs:
+    """Who a session belongs to, as its own pages show it: the name as the registry has it and
+    the national ID masked (its last three digits), enough for a person to tell it is them."""
+
+    name: str | None
+    national_id: str
+
+
+def signed_in_as(session: Session) -> SignedInAs | None:
+    """Whom this session signed in (one row read), or None when the citizen is gone."""
+    person = directory.profile(session.citizen.id)
+    if person is None:
+        return None
+    name = " ".join(p for p in (person.given_name, person.family_name) if p) or None
+    return SignedInAs(name, mask_national_id(person.national_id))
 
 
 def _cookie_args() -> dict[str, Any]:

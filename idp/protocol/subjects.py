@@ -19,6 +19,10 @@ from ..platform.database import utcnow
 from ..platform.settings import settings
 from .models import Client
 
+#: The age the ``age`` scope's one claim, ``age_over_18``, is about (its name fixes it; the
+#: provider's own adult age for counting, ``[stats] adult_age``, may differ).
+AGE_OVER = 18
+
 
 def sector_of(client: Client) -> str:
     """The sector of a client (OIDC Core §8.1): its configured sector or its redirect URIs' host."""
@@ -56,7 +60,7 @@ def claims_for(person: Profile, client: Client, scope: str) -> dict[str, Any]:
     if "national_id" in scopes and client.client_metadata.get("allow_national_id"):
         info["national_id"] = person.national_id
     if "age" in scopes:
-        info["age_over_18"] = counting.age_on(person.birth_date, counting.local_date(utcnow())) >= 18
+        info["age_over_18"] = counting.age_on(person.birth_date, counting.local_date(utcnow())) >= AGE_OVER
     return info
 
 

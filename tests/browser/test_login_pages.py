@@ -207,7 +207,7 @@ ERROR_PAGES = [
     ("/_preview/error/cooloff?wait=300&restart=1", "cooloff", "۵\u00a0دقیقه", "5\u00a0minutes"),
     ("/_preview/error/rate_limited?wait=40", "rate_limited", "۴۰\u00a0ثانیه", "40\u00a0seconds"),
     ("/_preview/error/sms_failed?restart=1", "sms_failed", "تلاش دوباره", "Try again"),
-    ("/authorize?client_id=nobody&response_type=code", "unknown_client", "سامانه ناشناخته", "Unknown service"),
+    ("/authorize?client_id=nobody&response_type=code", "unknown_client", "سامانه‌ی ناشناخته", "Unknown service"),
     ("/_preview/error/client_disabled", "client_disabled", "سامانه موقتاً در دسترس نیست",
      "Service temporarily unavailable"),
     ("/login?r=bogus", "interaction", "این صفحه دیگر معتبر نیست", "This page is no longer valid"),
