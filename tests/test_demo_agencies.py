@@ -24,8 +24,8 @@ from .helpers import LiveAgency, form_action, form_fields, mobile_e164
 
 @pytest.fixture(scope="module")
 def agencies(provider):
-    first = LiveAgency(provider, "report-card", "Ministry of Education: report cards")
-    second = LiveAgency(provider, "tax", "National Tax Administration: tax file")
+    first = LiveAgency(provider, "report-card", "Ministry of Education: Student report card service")
+    second = LiveAgency(provider, "tax", "National Tax Administration: Tax file service")
     yield first, second
     first.stop()
     second.stop()
@@ -187,3 +187,14 @@ def test_an_agency_with_a_stale_secret_shows_a_plain_page_after_a_correct_code(p
     for raw in ("invalid_client", "methods", "client_secret", "Traceback"):
         assert raw not in page.text, raw
     assert "invalid_client" in caplog.text
+
+
+def test_the_demo_agencies_are_registered_under_the_names_their_pages_use():
+    """The provider's pages (consent, errors, services) name an agency as it names itself."""
+    from clients.agency_web.agencies import AGENCIES
+    from idp.cli.demo import DEMO_AGENCIES
+
+    for _client_id, name, name_fa, kind, _host, _port in DEMO_AGENCIES:
+        agency = AGENCIES[kind]
+        assert name == f"{agency.name_en}: {agency.service_en}"
+        assert name_fa == f"{agency.name_fa}: {agency.service_fa}"

@@ -21,7 +21,7 @@ EVIL = "https://evil.example/cb"
 
 #: What each page says, by language: (heading, a phrase of the body).
 TEXT = {
-    "unknown_client": {"fa": ("سامانه ناشناخته", "ثبت نشده است"), "en": ("Unknown service", "not registered")},
+    "unknown_client": {"fa": ("سامانه‌ی ناشناخته", "ثبت نشده است"), "en": ("Unknown service", "not registered")},
     "client_disabled": {"fa": ("سامانه موقتاً در دسترس نیست", "فعلاً از راه درگاه ملی ممکن نیست"),
                         "en": ("Service temporarily unavailable", "switched off for now")},
     "bad_redirect": {"fa": ("نشانی بازگشت ثبت نشده است", "به آن نشانی فرستاده نمی‌شوید"),

@@ -63,7 +63,7 @@ def tax_file(sub: str) -> list[Row]:
     rng = _rng(sub)
     income = rng.randrange(600, 4800) * 1_000_000
     return [
-        Row("شمارهٔ پرونده", "File number", f"{rng.randrange(10**11, 10**12)}"),
+        Row("شماره‌ی پرونده", "File number", f"{rng.randrange(10**11, 10**12)}"),
         Row("سال مالیاتی", "Tax year", "1403 (2024–25)"),
         Row("درآمد اظهارشده", "Declared income", f"{income:,} IRR"),
         Row("مالیات متعلق", "Tax due", f"{income // 10:,} IRR"),
@@ -76,9 +76,9 @@ AGENCIES = {
         kind="report-card",
         name_fa="وزارت آموزش و پرورش",
         name_en="Ministry of Education",
-        service_fa="سامانهٔ کارنامهٔ دانش‌آموز",
+        service_fa="سامانه‌ی کارنامه‌ی دانش‌آموز",
         service_en="Student report card service",
-        record_title_fa="کارنامهٔ نیم‌سال",
+        record_title_fa="کارنامه‌ی نیم‌سال",
         record_title_en="Term report card",
         record=report_card,
     ),
@@ -86,9 +86,9 @@ AGENCIES = {
         kind="tax",
         name_fa="سازمان امور مالیاتی کشور",
         name_en="National Tax Administration",
-        service_fa="سامانهٔ پروندهٔ مالیاتی",
+        service_fa="سامانه‌ی پرونده‌ی مالیاتی",
         service_en="Tax file service",
-        record_title_fa="خلاصهٔ پروندهٔ مالیاتی",
+        record_title_fa="خلاصه‌ی پرونده‌ی مالیاتی",
         record_title_en="Tax file summary",
         record=tax_file,
     ),

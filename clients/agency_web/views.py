@@ -21,7 +21,7 @@ ID_TOKEN_ALGORITHMS = {"RS256", "ES256"}
 
 #: What the citizen is told for each failure, Persian first.
 MESSAGES = {
-    "access_denied": ("ورود لغو شد یا اجازهٔ دسترسی داده نشد.",
+    "access_denied": ("ورود لغو شد یا اجازه‌ی دسترسی داده نشد.",
                       "The login was cancelled, or access was not allowed."),
     "provider_unavailable": ("درگاه ملی در دسترس نیست. لطفاً کمی بعد دوباره تلاش کنید.",
                              "The national identity provider cannot be reached. Please try again shortly."),

@@ -19,9 +19,11 @@ DEMO_CITIZENS = [
 #: are on different hosts (127.0.0.1 and localhost), so they are different pairwise sectors and
 #: see different `sub`s for the same citizen, as two real agencies would.
 DEMO_AGENCIES = [
-    ("demo-report-card", "Ministry of Education: student report cards", "وزارت آموزش و پرورش: کارنامه دانش‌آموز",
+    ("demo-report-card", "Ministry of Education: Student report card service",
+     "وزارت آموزش و پرورش: سامانه‌ی کارنامه‌ی دانش‌آموز",
      "report-card", "127.0.0.1", 5001),
-    ("demo-tax", "National Tax Administration: tax file", "سازمان امور مالیاتی: پرونده مالیاتی", "tax",
+    ("demo-tax", "National Tax Administration: Tax file service",
+     "سازمان امور مالیاتی کشور: سامانه‌ی پرونده‌ی مالیاتی", "tax",
      "localhost", 5002),
 ]
 

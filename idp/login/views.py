@@ -46,7 +46,7 @@ def _gone(paused: Interaction) -> InteractionGone:
     """The 'no longer valid' page for a login that ended meanwhile, with a link back to its agency."""
     gone = InteractionGone()
     client = clients.find(paused.client_id)
-    return gone.for_agency(client) if client is not None else gone
+    return gone.for_agency(client.name, client.name_fa, clients.home_url(client)) if client is not None else gone
 
 
 def _client_name(paused: Interaction) -> str:

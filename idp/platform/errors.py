@@ -12,7 +12,7 @@ import time
 
 import redis
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
-from flask import Response, render_template, request, session
+from flask import Response, render_template, request, session, url_for
 from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -52,12 +52,10 @@ class PageError(Exception):
         super().__init__(self.key)
         self.restart_url = restart_url
 
-    def for_agency(self, client) -> "PageError":
-        """Name the agency and link back to its home (from its registration)."""
-        from ..protocol.clients import home_url
-
-        self.agency = (client.name, client.name_fa)
-        self.home_url = home_url(client)
+    def for_agency(self, name: str, name_fa: str | None, home_url: str | None) -> "PageError":
+        """Name the agency and link back to its home (an address from its registration)."""
+        self.agency = (name, name_fa)
+        self.home_url = home_url
         return self
 
 
@@ -94,9 +92,9 @@ class BadRedirectUri(BadAuthorizationRequest):
 
     key = "bad_redirect"
 
-    def __init__(self, client, description: str):
+    def __init__(self, description: str, name: str, name_fa: str | None, home_url: str | None):
         super().__init__("invalid_request", description)
-        self.for_agency(client)
+        self.for_agency(name, name_fa, home_url)
 
 
 class UnknownHost(PageError):
@@ -242,8 +240,6 @@ FORM_PAGES = {"login.identify_submit": "login.identify", "login.code_submit": "l
 
 def _form_again() -> str | None:
     """Where the refused form can be opened again: its own page, on the same login (``r``)."""
-    from flask import url_for
-
     endpoint = FORM_PAGES.get(request.endpoint or "")
     if endpoint is None:
         return None

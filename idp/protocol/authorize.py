@@ -132,9 +132,11 @@ def _check_redirect_uri(values: MultiDict, client: Client) -> str:
     agency is the home it registered."""
     given = values.getlist("redirect_uri")
     if len(given) != 1 or not given[0]:
-        raise BadRedirectUri(client, "Missing or repeated 'redirect_uri'")
+        raise BadRedirectUri("Missing or repeated 'redirect_uri'", client.name, client.name_fa,
+                             clients.home_url(client))
     if not client.check_redirect_uri(given[0]):
-        raise BadRedirectUri(client, "The redirect_uri is not registered for this client")
+        raise BadRedirectUri("The redirect_uri is not registered for this client", client.name, client.name_fa,
+                             clients.home_url(client))
     return given[0]
 
 
