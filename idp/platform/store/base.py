@@ -137,7 +137,7 @@ class StoreBase:
             raise
         finally:
             self._batch.pipe = None
-        if pipe.command_stack:
+        if len(pipe):  # queued commands (a cluster pipeline keeps them elsewhere)
             pipe.execute()
 
     def _writes(self, transaction: bool = True):
