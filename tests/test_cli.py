@@ -84,6 +84,7 @@ def test_operator_session(env, tmp_path):
     (("citizens", "add", "--national-id", "0012345678", "--mobile", "09121234567", "--birth-date", "1990-01-01"),
      {}, "national_id"),
     (("citizens", "import", "/no/such/file.csv"), {}, "no such file"),
+    (("keys", "generate"), {"IDP_KEYS_DIR": "/proc/no/keys"}, "idp: /proc/no: No such file or directory"),
     (("serve",), {"IDP_STORE_URL": "memory://"}, "memory://"),
     (("serve",), {"IDP_SERVER_ISSUER": "http://login.example.ir"}, "[server] issuer: must be https"),
 ])

@@ -49,7 +49,7 @@ class Group(click.Group):
             elif isinstance(exc, RedisError):
                 click.echo(f"idp: store: {exc}", err=True)
             elif isinstance(exc, OSError) and exc.strerror:  # a file: its name and what is wrong, no class name
-                click.echo(f"idp: {exc.filename + ': ' if exc.filename else ''}{exc.strerror}", err=True)
+                click.echo(f"idp: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror}", err=True)
             else:
                 click.echo(f"idp: {exc.__class__.__name__}: {exc}", err=True)
             sys.exit(1)
