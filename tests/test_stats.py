@@ -457,6 +457,7 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
     people = [provider.add_citizen()[0] for _ in range(3)]
     for nid in people:
         login_at(provider, nid, client, noon_utc(old))
+    login_at(provider, people[0], client)  # today's event, which prune must keep (not left to other tests)
     # every node's cron at once: each closed day rolled up once, exactly, months closed once
     procs = [subprocess.Popen([sys.executable, "-m", "idp.cli", "stats", "rollup", "--json"], env=cli_env(provider),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
