@@ -59,6 +59,30 @@ def count(provider) -> int:
         return db.session.execute(db.select(db.func.count()).select_from(CitizenRow)).scalar_one()
 
 
+def test_jalali_birth_dates_are_read_as_idp_stats_reads_dates(provider, tmp_path):
+    """A year before 1700 is Jalali (idp.platform.dates, the rule of `idp stats`): the registry
+    stores the Gregorian date; a day that is not in the Jalali calendar, or a Jalali date before
+    1900, is a rejected row saying how it was read. CSV and JSON lines alike."""
+    a, b, c, d, e, f_ = (new_id() for _ in range(6))
+    f = tmp_path / "jalali.csv"
+    f.write_text(HEADER + f"{a},09121234567,1370-01-01,,,,\n"
+                 f"{b},09121234567,{to_persian('1395/12/30')},,,,\n"   # a Jalali leap day, Persian digits
+                 f"{c},09121234567,1985/02/03,,,,\n"                   # Gregorian with slashes
+                 f"{d},09121234567,1370-12-31,,,,\n"                   # 1370 is not a leap year
+                 f"{e},09121234567,1250-01-01,,,,\n", encoding="utf-8")  # Jalali, but 1871
+    r = do_import(provider, f)
+    assert [(x["line"], x["reason"]) for x in r.rejections] == [
+        (5, "birth_date: not a Jalali calendar date (a year before 1700 is Jalali)"),
+        (6, "birth_date: before 1900 (1250-01-01 is Jalali: 1871-03-21)")]
+    assert r.loaded == 3
+    assert [citizen(provider, n).birth_date for n in (a, b, c)] == \
+        [dt.date(1991, 3, 21), dt.date(2017, 3, 20), dt.date(1985, 2, 3)]
+    g = tmp_path / "jalali.jsonl"
+    g.write_text(json.dumps({"national_id": f_, "mobile": "09121234567", "birth_date": "1402-07-15"}) + "\n",
+                 encoding="utf-8")
+    assert do_import(provider, g).loaded == 1 and citizen(provider, f_).birth_date == dt.date(2023, 10, 7)
+
+
 def test_valid_rows_are_loaded(provider, tmp_path):
     a, b, c = new_id(), new_id(), new_id()
     f = tmp_path / "ok.csv"

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import func, select
 
 from idp.citizens.models import AuthEvent
+from idp.platform.digits import persian_digits
 from idp.stats.models import StatDay, StatDayClient
 
 from .helpers import Clock, cli_env, idp
@@ -357,8 +358,19 @@ def test_report_in_the_jalali_calendar(provider):
     assert monthly["rows"][0]["period"] == f"{j.year:04d}-{j.month:02d}"
     assert monthly["rows"][0]["label"] == f"{jdatetime.date.j_months_en[j.month - 1]} {j.year}"
     assert monthly["rows"][0]["logins"] >= 1 and monthly["rows"][0]["unique_citizens"] >= 1
-    text = idp(provider, "stats", "--calendar", "jalali", "--by", "month")
+    text = idp(provider, "stats", "--calendar", "jalali", "--by", "month", "--from", day.isoformat(),
+               "--to", day.isoformat())
     assert text.returncode == 0 and jdatetime.date.j_months_en[j.month - 1] in text.stdout
+    # the header names the range in Jalali months and days first, then the Gregorian days
+    month = f"{jdatetime.date.j_months_en[j.month - 1]} {j.year}"
+    first = jdatetime.date(j.year, j.month, 1)
+    header = (f"by month, {month} .. {month} ({first.year:04d}-{first.month:02d}-01 .. "
+              f"{j.year:04d}-{j.month:02d}-{j.day:02d} Jalali, {first.togregorian().isoformat()} .. "
+              f"{day.isoformat()}):")
+    assert header in text.stdout.splitlines(), text.stdout
+    daily = idp(provider, "stats", "--calendar", "jalali", "--from", day.isoformat(), "--to", day.isoformat())
+    jday = f"{j.year:04d}-{j.month:02d}-{j.day:02d}"
+    assert f"by day, {jday} .. {jday} Jalali ({day.isoformat()} .. {day.isoformat()}):" in daily.stdout.splitlines()
     assert "unique adults who have authenticated" in text.stdout and "coverage" in text.stdout
     for key in ("unique_adults", "adult_population", "coverage_percent"):
         assert key in report
@@ -377,6 +389,13 @@ def test_report_as_csv(provider):
                              "cumulative_unique_adults", "source"]
     mine = [r for r in rows if r["agency"] == client]
     assert [(r["period"], r["logins"], r["unique_citizens"]) for r in mine] == [(day.isoformat(), "3", "2")]
+    # label_fa is Persian in the Gregorian calendar too: Persian month names and digits
+    months_fa = ["ژانویه", "فوریه", "مارس", "آوریل", "مه", "ژوئن", "ژوئیه", "اوت", "سپتامبر", "اکتبر", "نوامبر",
+                 "دسامبر"]
+    assert mine[0]["label_fa"] == persian_digits(f"{day.day} {months_fa[day.month - 1]} {day.year}")
+    report = stats_json(provider, "--by", "month", "--from", day.isoformat(), "--to", day.isoformat())
+    assert report["rows"][0]["label_fa"] == persian_digits(f"{months_fa[day.month - 1]} {day.year}")
+    assert report["this_month"]["label_fa"].split()[0] in months_fa
     overall = [r for r in rows if r["agency"] == ""]
     assert [r["period"] for r in overall] == [day.isoformat(), (day + dt.timedelta(days=1)).isoformat()]
     assert int(overall[0]["logins"]) >= 3 and overall[0]["cumulative_unique_adults"].isdigit()
@@ -438,6 +457,7 @@ def test_prune_deletes_only_raw_events_whose_figures_are_final(provider):
     people = [provider.add_citizen()[0] for _ in range(3)]
     for nid in people:
         login_at(provider, nid, client, noon_utc(old))
+    login_at(provider, people[0], client)  # today's event, which prune must keep (not left to other tests)
     # every node's cron at once: each closed day rolled up once, exactly, months closed once
     procs = [subprocess.Popen([sys.executable, "-m", "idp.cli", "stats", "rollup", "--json"], env=cli_env(provider),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -1,5 +1,5 @@
 """A citizen's registry facts and their rules: the fields, each one validated and made
-canonical (digits in any script, mobiles to E.164, Jalali-looking dates refused), and adding
+canonical (digits in any script, mobiles to E.164, Jalali birth dates to Gregorian), and adding
 one citizen (``idp citizens add``).
 
 The import of whole files (importer.py) and the live lookups (directory.py) use the same rules.
@@ -14,6 +14,7 @@ from sqlalchemy import or_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..platform.database import db
+from ..platform.dates import JALALI_BEFORE, from_ymd
 from ..platform.digits import ascii_digits
 from .models import CitizenRow
 from .national_id import InvalidMobile, InvalidNationalId, parse_mobile, parse_national_id
@@ -34,6 +35,10 @@ BATCH = 2000  # SQLite executemany batch
 COPY_CHUNK = 2000  # rows per COPY write on PostgreSQL
 KEEP_REJECTIONS = 1000  # rejections kept in memory (all of them go to the report file)
 JSON_SUFFIXES = (".jsonl", ".ndjson")
+
+#: A birth date as written: YYYY-MM-DD, or YYYY/MM/DD (as Jalali dates often are).
+_YMD = re.compile(r"[0-9]{4}([-/])[0-9]{2}\1[0-9]{2}")
+_FIRST_GREGORIAN = str(JALALI_BEFORE)  # 4 digits: compared as text, "1985" >= "1700"
 
 # C0/C1 control characters (a NUL or newline in a name is a broken export, and would break
 # COPY), and lone surrogates: bytes of the file that are not UTF-8 (read with surrogateescape).
@@ -97,7 +102,9 @@ def _mobile(raw) -> str:
 
 
 def _birth_date(raw, latest: dt.date) -> str:
-    """The birth date as YYYY-MM-DD: a real calendar date from 1900 up to today."""
+    """The birth date as Gregorian YYYY-MM-DD: a real calendar date from 1900 up to today. A
+    year before 1700 is Jalali (1370-01-01 is 1991-03-21), as in ``idp stats``: the one rule of
+    idp.platform.dates, under which no birth date is ambiguous."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise InvalidCitizen("birth_date: missing")
     if not isinstance(raw, str):
@@ -105,17 +112,22 @@ def _birth_date(raw, latest: dt.date) -> str:
     text = raw.strip()
     if not text.isascii():
         text = ascii_digits(text)
-    if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.isascii():
+    # the usual Gregorian YYYY-MM-DD is read at C speed; anything else is checked for its form first
+    usual = len(text) == 10 and text[4] == "-" == text[7] and text[:4] >= _FIRST_GREGORIAN and text.isascii()
+    if not usual and (len(text) != 10 or not _YMD.match(text)):
         raise InvalidCitizen("birth_date: must be YYYY-MM-DD")
     try:
-        day = dt.date.fromisoformat(text)
+        day, jalali = ((dt.date.fromisoformat(text), False) if usual
+                       else from_ymd(int(text[:4]), int(text[5:7]), int(text[8:])))
     except ValueError:
-        raise InvalidCitizen("birth_date: not a calendar date") from None
+        raise InvalidCitizen("birth_date: not a calendar date" if usual or text[:4] >= _FIRST_GREGORIAN else
+                             "birth_date: not a Jalali calendar date (a year before 1700 is Jalali)") from None
+    read = f" ({text} is Jalali: {day.isoformat()})" if jalali else ""
     if day > latest:
-        raise InvalidCitizen("birth_date: in the future")
+        raise InvalidCitizen(f"birth_date: in the future{read}")
     if day < EARLIEST_BIRTH:
-        raise InvalidCitizen("birth_date: before 1900")
-    return text
+        raise InvalidCitizen(f"birth_date: before 1900{read}")
+    return text if not jalali and text[4] == "-" else day.isoformat()
 
 
 def _name(field_name: str, raw) -> str | None:

@@ -8,8 +8,15 @@ import json
 
 import click
 
-from ..platform.audit import latest
+from ..platform.audit import EVENTS, latest
 from .common import Context, json_output, pass_ctx
+
+
+def _event(ctx, param, value: str | None) -> str | None:
+    """--event: one of the events the provider records (a misspelt one would show "no audit events")."""
+    if value is not None and value not in EVENTS:
+        raise click.BadParameter(f"{value!r} is not an audit event (known: {', '.join(EVENTS)})")
+    return value
 
 
 @click.group()
@@ -19,7 +26,9 @@ def audit():
 
 @audit.command("tail")
 @click.option("-n", "--lines", "count", default=20, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--event", help="Only this event (login_started, otp_wrong, cooloff_started, registry_imported, ...).")
+@click.option("--event", callback=_event,
+              help="Only this event (login_started, otp_wrong, cooloff_started, registry_imported, ...; "
+                   "an unknown one is refused with the list).")
 @json_output
 @pass_ctx
 def audit_tail(obj: Context, count, event):

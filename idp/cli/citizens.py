@@ -9,6 +9,7 @@ import click
 from ..citizens.importer import import_file
 from ..citizens.national_id import mask_mobile
 from ..citizens.records import add_citizen
+from ..platform.dates import parse_ymd
 from .common import Context, Output, json_output, pass_ctx
 
 #: `idp citizens import`: the valid rows were imported, some rows were rejected.
@@ -23,7 +24,8 @@ def citizens():
 @citizens.command("add")
 @click.option("--national-id", required=True)
 @click.option("--mobile", required=True)
-@click.option("--birth-date", required=True, help="YYYY-MM-DD")
+@click.option("--birth-date", required=True,
+              help="YYYY-MM-DD, Gregorian or Jalali (a year before 1700 is Jalali: 1370-01-01 is 1991-03-21).")
 @click.option("--given-name")
 @click.option("--family-name")
 @json_output
@@ -34,7 +36,8 @@ def citizens_add(obj: Context, national_id, mobile, birth_date, given_name, fami
         c = add_citizen(national_id=national_id, mobile=mobile, birth_date=birth_date, given_name=given_name,
                         family_name=family_name)
         data = {"national_id": c.national_id, "mobile": c.mobile, "birth_date": c.birth_date.isoformat()}
-    return data, f"added {data['national_id']} ({mask_mobile(data['mobile'])})"
+    born = f"born {data['birth_date']}" + (f" (Jalali {birth_date.strip()})" if parse_ymd(birth_date)[1] else "")
+    return data, f"added {data['national_id']} ({mask_mobile(data['mobile'])}), {born}"
 
 
 @citizens.command("import")

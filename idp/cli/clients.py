@@ -19,7 +19,8 @@ from ..protocol.agencies import (
     set_enabled,
 )
 from ..protocol.discovery import SCOPES
-from .common import Context, json_output, pass_ctx
+from ..protocol.subjects import sector_of
+from .common import Context, Output, json_output, pass_ctx
 
 
 @click.group()
@@ -78,9 +79,31 @@ def clients_add(obj: Context, name, name_fa, redirect_uris, post_logout, scope, 
         method = client.token_endpoint_auth_method
         audit.record("client_registered", client_id=client.client_id, auth_method=method)
         data = {"client_id": client.client_id, "client_secret": secret}
+        warnings = _registration_warnings(client, list_clients())
     none = "(none: public client)" if method == "none" else f"(none: authenticates with {method})"
-    return data, (f"client_id: {data['client_id']}\nclient_secret: {secret or none}"
-                  + ("\nThe secret is shown only now; it is stored hashed." if secret else ""))
+    return Output(data, f"client_id: {data['client_id']}\nclient_secret: {secret or none}"
+                  + ("\nThe secret is shown only now; it is stored hashed." if secret else ""),
+                  note="\n".join(warnings) or None)
+
+
+def _registration_warnings(client, every_client) -> list[str]:
+    """What a new registration may not have meant, one line each: no Persian name, and (OIDC Core
+    §8.1) a pairwise sector shared with other clients because no --sector was given."""
+    warnings = []
+    if not client.name_fa:
+        warnings.append(f"idp: warning: {client.client_id} has no Persian name (--name-fa): Persian pages will show "
+                        f"its English name {client.name!r}")
+    meta = client.client_metadata
+    if meta.get("subject_type") == "pairwise" and not meta.get("sector_identifier"):
+        sector = sector_of(client)
+        sharing = [c.client_id for c in every_client if c.client_id != client.client_id
+                   and c.client_metadata.get("subject_type") == "pairwise" and sector_of(c) == sector]
+        if sharing:
+            warnings.append(f"idp: warning: {client.client_id} shares the pairwise sector {sector} with "
+                            f"{', '.join(sharing)}: they see the same sub for every citizen; if they are separate "
+                            f"agencies, disable {client.client_id} and add it again with --sector HOST (a host of "
+                            "its own, e.g. its domain)")
+    return warnings
 
 
 @clients.command("show")
@@ -88,21 +111,66 @@ def clients_add(obj: Context, name, name_fa, redirect_uris, post_logout, scope, 
 @json_output
 @pass_ctx
 def clients_show(obj: Context, client_id):
-    """Show a client's registration (never its secret)."""
+    """Show every field of a client's registration (never its secret)."""
     with obj.app.app_context():
-        data = describe_client(get_client(client_id))
+        client = get_client(client_id)
+        data = describe_client(client)
+        meta = client.client_metadata
+        pairwise = meta.get("subject_type") == "pairwise"
+        data["allow_national_id"] = bool(meta.get("allow_national_id"))
+        data["sector"] = sector_of(client) if pairwise else None
+    return data, "\n".join(f"{label}: {value}" for label, value in _show_lines(data))
+
+
+#: Metadata that _show_lines names in its own words; any other key is shown as it is.
+_SHOWN = {"redirect_uris", "post_logout_redirect_uris", "scope", "token_endpoint_auth_method", "subject_type",
+          "sector_identifier", "allow_national_id", "backchannel_logout_uri", "backchannel_logout_session_required",
+          "jwks", "jwks_uri", "grant_types", "response_types"}
+
+
+def _show_lines(data: dict) -> list[tuple[str, str]]:
+    """(label, value) for every field of a client, absent ones said so, in the order an operator checks them."""
     meta = data["metadata"]
-    lines = [f"client_id: {data['client_id']}",
-             f"name: {data['name']}" + (f" / {data['name_fa']}" if data["name_fa"] else ""),
-             f"status: {'disabled since ' + data['disabled_at'] if data['disabled_at'] else 'enabled'}",
-             f"auth method: {data['token_endpoint_auth_method']}", f"trusted: {'yes' if data['trusted'] else 'no'}",
-             f"created: {data['created_at']}"]
+    method = data["token_endpoint_auth_method"]
+    disabled = data["disabled_at"]
 
-    def show(v):
-        return " ".join(v) if isinstance(v, list) else json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v
+    def words(values) -> str:
+        return " ".join(values) if values else "(none)"
 
-    lines += [f"{k}: {show(v)}" for k, v in meta.items() if k != "token_endpoint_auth_method"]
-    return data, "\n".join(lines)
+    keys = (f"jwks_uri {meta['jwks_uri']}" if meta.get("jwks_uri") else
+            f"{len(meta['jwks']['keys'])} registered (jwks)" if meta.get("jwks") else None)
+    backchannel = meta.get("backchannel_logout_uri")
+    lines = [
+        ("client_id", data["client_id"]),
+        ("name", data["name"]),
+        ("name (Persian)", data["name_fa"] or f"(none: Persian pages show {data['name']!r})"),
+        ("status", f"disabled since {disabled}" if disabled else "enabled"),
+        ("created", data["created_at"] or "(unknown)"),
+        ("trusted", "yes (no consent page)" if data["trusted"] else "no (citizens are asked for consent)"),
+        ("auth method", method + (" (a secret, stored hashed)" if data["has_secret"] else "")),
+    ]
+    if keys:
+        lines.append(("public keys", keys))
+    lines += [
+        ("redirect URIs", words(meta.get("redirect_uris"))),
+        ("post-logout redirect URIs", words(meta.get("post_logout_redirect_uris"))),
+        ("scopes", meta.get("scope", "openid")),
+        ("national ID", "allowed (national_id scope)" if data["allow_national_id"] else "not allowed"),
+        ("subject type", meta.get("subject_type", "pairwise")),
+        ("sector", (f"{data['sector']} (--sector)" if meta.get("sector_identifier") else
+                    f"{data['sector']} (the redirect URIs' host: every client there without --sector sees the "
+                    "same sub)")
+         if data["sector"] else "(none: public subjects, the same sub for every client)"),
+        ("back-channel logout URI", f"{backchannel} (session required)"
+         if backchannel and meta.get("backchannel_logout_session_required") else backchannel or "(none)"),
+        ("grant types", words(meta.get("grant_types"))),
+        ("response types", words(meta.get("response_types"))),
+    ]
+    for key, value in meta.items():  # anything registered that the lines above do not name
+        if key not in _SHOWN:
+            lines.append((key, words(value) if isinstance(value, list) else
+                          json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, bool)) else str(value)))
+    return lines
 
 
 @clients.command("rotate-secret")

@@ -1,5 +1,6 @@
-"""What every command module shares: the lazily built settings and app (``Context``), and
-``json_output``, the one way a command prints its result as text or, with ``--json``, as JSON.
+"""What every command module shares: the lazily built settings and app (``Context``),
+``json_output``, the one way a command prints its result as text or, with ``--json``, as JSON,
+and ``one_line``, the one way a failure is printed (Click's usage errors too).
 
 May import: idp (create_app) and idp.platform.
 """
@@ -74,3 +75,40 @@ def json_output(fn=None, *, help: str | None = None):  # noqa: A002 - click's ow
             sys.exit(out.exit_code)
 
     return click.option("--json", "as_json", is_flag=True, help=help)(wrapper)
+
+
+class OneLineError(click.ClickException):
+    """A failure as the project prints it: ``idp: ...``, one line on standard error, no usage block."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"idp: {self.message}", err=True)
+
+
+def _command_path(ctx: click.Context | None) -> str:
+    """``clients add`` for a subcommand's context (the root's own name left out: it is ``idp``)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
+def one_line(exc: click.ClickException) -> click.ClickException:
+    """A Click error as one line in the project's style; a usage error names its command and where
+    its help is (``idp: clients add: missing option '--name' (see idp clients add --help)``), with
+    Click's exit status (2). ``idp`` or a group without a command still prints its help."""
+    if isinstance(exc, (OneLineError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    message = " ".join(exc.format_message().split())
+    if isinstance(exc, click.UsageError):
+        message = message.removesuffix(".")
+        if message[:2].istitle():  # "Missing option" -> "missing option", but not "ID ..."
+            message = message[0].lower() + message[1:]
+        path = _command_path(exc.ctx)
+        help_hint = f"(see idp {path + ' ' if path else ''}--help)"
+        message = f"{path}: {message} {help_hint}" if path else f"{message} {help_hint}"
+    return OneLineError(message, exc.exit_code)

@@ -17,11 +17,17 @@ from ..platform.keys import KeysUnavailable
 from ..platform.settings import ConfigError
 from ..protocol.agencies import InvalidClientMetadata
 from . import audit, citizens, clients, config_cmd, consents, dev, keys, serve, sessions, stats
-from .common import Context
+from .common import Context, one_line
 
 
 class Group(click.Group):
-    """Turns expected failures into one line and exit status 1 (2 for configuration)."""
+    """Turns expected failures into one line and exit status 1 (2 for configuration and usage)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:  # idp --bogus
+            raise one_line(exc) from None
 
     def invoke(self, ctx):
         try:
@@ -33,14 +39,17 @@ class Group(click.Group):
             click.echo(f"idp: {exc}", err=True)
             sys.exit(1)
         except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
-            if isinstance(exc, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort,
-                                SystemExit, KeyboardInterrupt)):
+            if isinstance(exc, click.ClickException):  # usage errors of subcommands, and commands' own
+                raise one_line(exc) from None
+            if isinstance(exc, (click.exceptions.Exit, click.exceptions.Abort, SystemExit, KeyboardInterrupt)):
                 raise
             if isinstance(exc, SQLAlchemyError):
                 click.echo(f"idp: database: {str(exc.orig if hasattr(exc, 'orig') and exc.orig else exc).splitlines()[0]}"
                            " (did you run `idp db upgrade`?)", err=True)
             elif isinstance(exc, RedisError):
                 click.echo(f"idp: store: {exc}", err=True)
+            elif isinstance(exc, OSError) and exc.strerror:  # a file: its name and what is wrong, no class name
+                click.echo(f"idp: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror}", err=True)
             else:
                 click.echo(f"idp: {exc.__class__.__name__}: {exc}", err=True)
             sys.exit(1)

@@ -5,6 +5,7 @@ May import: idp.stats, .common.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -25,6 +26,15 @@ def _stats_day(value):
         return parse_day(value)
     except StatsError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _plot_path(ctx, param, value):
+    """--plot FILE: its folder must exist, checked before the report is computed (which may take a while)."""
+    if value is not None:
+        folder = os.path.dirname(os.path.abspath(value))
+        if not os.path.isdir(folder):
+            raise click.BadParameter(f"no folder {folder} to write {os.path.basename(value)} in")
+    return value
 
 
 def _stats_errors(fn):
@@ -49,7 +59,7 @@ def _stats_errors(fn):
 @click.option("--agency", help="Only this client_id's logins, unique citizens and new adults.")
 @json_output(help="JSON (unique_adults, adult_population, coverage_percent, ...).")
 @click.option("--csv", "csv_out", is_flag=True, help="CSV: one line per period, then per period and agency.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), callback=_plot_path,
               help="Also draw daily unique citizens and cumulative unique adults to FILE (.png or .svg).")
 @click.pass_context
 @_stats_errors
@@ -64,7 +74,10 @@ def stats(ctx, date_from, date_to, by, calendar, agency, csv_out, plot_path):
     with obj.app.app_context(), reports(obj.app) as replica_lag:
         data = report(date_from, date_to, by=by, calendar=calendar, agency=agency)
         if plot_path:
-            plot(data, plot_path)
+            try:
+                plot(data, plot_path)
+            except OSError as exc:  # a folder not writable, a disk full: one line, no exception name
+                raise StatsError(f"--plot {plot_path}: {exc.strerror or exc}") from None
     if replica_lag is not None:
         data["replica_lag_seconds"] = round(replica_lag, 1)
     data.pop("_series", None)

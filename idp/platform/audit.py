@@ -24,6 +24,20 @@ from .settings import settings
 
 log = logging.getLogger("idp.audit")
 
+#: Every event the provider records (``idp audit tail --event`` accepts these; a test checks that
+#: each ``record`` call in the code names one of them).
+EVENTS = (
+    # logins
+    "login_started", "code_sent", "sms_failed", "code_resent", "otp_wrong", "otp_locked", "login_succeeded",
+    "rate_limited", "cooloff_started", "failures_capped", "totp_enrolled", "logout",
+    # consent
+    "consent_granted", "consent_denied", "consent_withdrawn",
+    # tokens (a refresh-token family revoked, and why)
+    "code_wrong_client", "code_replayed", "refresh_token_reused", "refresh_token_revoked", "revoked",
+    # operators
+    "client_registered", "client_secret_rotated", "client_enabled", "client_disabled", "registry_imported",
+)
+
 
 class AuditEvent(db.Model):
     """A security-relevant action (append-only). Identifiers appear only as HMAC fingerprints."""

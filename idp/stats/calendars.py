@@ -10,10 +10,12 @@ import datetime as dt
 import zoneinfo
 
 import jdatetime
+from babel.dates import get_month_names
 
 from ..citizens.counting import local_date
 from ..platform.database import utcnow
-from ..platform.digits import ascii_digits, persian_digits
+from ..platform.dates import jalali_ymd, parse_ymd
+from ..platform.digits import persian_digits
 from ..platform.settings import settings
 
 GREGORIAN, JALALI = "g", "j"
@@ -21,6 +23,10 @@ CALENDARS = {"gregorian": GREGORIAN, "jalali": JALALI}
 #: A day is closed for ``idp stats rollup`` (without --day) this long after local midnight, so
 #: that logins committing across midnight are in.
 CLOSE_GRACE = dt.timedelta(minutes=10)
+#: Gregorian month names in Persian (ژانویه ... دسامبر), from the Unicode CLDR through Babel: a
+#: day of the month, then as a month's title.
+_GREGORIAN_FA = get_month_names("wide", context="format", locale="fa")
+_GREGORIAN_FA_TITLE = get_month_names("wide", context="stand-alone", locale="fa")
 
 
 class StatsError(Exception):
@@ -73,32 +79,30 @@ def month_key(start: dt.date, cal: str) -> str:
 
 
 def day_labels(day: dt.date, cal: str) -> tuple[str, str]:
-    """(label, Persian label) of a day: 1405-09-07 / ۷ آذر ۱۴۰۵, or 2026-11-28 / 28 November 2026."""
+    """(label, Persian label) of a day: 1405-09-07 / ۷ آذر ۱۴۰۵, or 2026-11-28 / ۲۸ نوامبر ۲۰۲۶.
+    The Persian label is Persian in both calendars (month names and digits)."""
     if cal == JALALI:
         j = jdatetime.date.fromgregorian(date=day)
-        return (f"{j.year:04d}-{j.month:02d}-{j.day:02d}",
-                persian_digits(f"{j.day} {jdatetime.date.j_months_fa[j.month - 1]} {j.year}"))
-    return day.isoformat(), day.strftime("%-d %B %Y")
+        return (jalali_ymd(day), persian_digits(f"{j.day} {jdatetime.date.j_months_fa[j.month - 1]} {j.year}"))
+    return day.isoformat(), persian_digits(f"{day.day} {_GREGORIAN_FA[day.month]} {day.year}")
 
 
 def month_labels(start: dt.date, cal: str) -> tuple[str, str]:
-    """(label, Persian label) of a month: Azar 1405 / آذر ۱۴۰۵, or November 2026."""
+    """(label, Persian label) of a month: Azar 1405 / آذر ۱۴۰۵, or November 2026 / نوامبر ۲۰۲۶."""
     if cal == JALALI:
         j = jdatetime.date.fromgregorian(date=start)
         return (f"{jdatetime.date.j_months_en[j.month - 1]} {j.year}",
                 persian_digits(f"{jdatetime.date.j_months_fa[j.month - 1]} {j.year}"))
-    return start.strftime("%B %Y"), start.strftime("%B %Y")
+    return (start.strftime("%B %Y"),
+            persian_digits(f"{_GREGORIAN_FA_TITLE[start.month]} {start.year}"))
 
 
 def parse_day(text: str) -> dt.date:
-    """YYYY-MM-DD, Gregorian, or Jalali when the year is before 1700 (1405-09-07); Persian digits too."""
-    value = ascii_digits(text.strip()).replace("/", "-")
+    """YYYY-MM-DD, Gregorian, or Jalali when the year is before 1700 (1405-09-07); Persian digits too
+    (the registry's birth dates follow the same rule: idp.platform.dates)."""
     try:
-        y, m, d = (int(x) for x in value.split("-"))
-        if y < 1700:
-            return jdatetime.date(y, m, d).togregorian()
-        return dt.date(y, m, d)
-    except (ValueError, TypeError):
+        return parse_ymd(text)[0]
+    except ValueError:
         raise StatsError(f"not a date: {text!r} (YYYY-MM-DD, Gregorian or Jalali)") from None
 
 

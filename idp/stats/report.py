@@ -18,6 +18,7 @@ from ..platform.settings import settings
 from ..protocol.models import Client
 from .calendars import (
     CALENDARS,
+    JALALI,
     StatsError,
     day_bounds,
     day_labels,
@@ -140,6 +141,21 @@ def report(first: dt.date | None = None, last: dt.date | None = None, by: str = 
     return out
 
 
+def _range(r: dict) -> str:
+    """The report's range as its reader counts: Gregorian days, or in the Jalali calendar its
+    Jalali months or days first (Dey 1404 .. Azar 1405 (1404-10-01 .. 1405-09-13 Jalali, ...))."""
+    gregorian = f"{r['from']} .. {r['to']}"
+    cal = CALENDARS[r["calendar"]]
+    if cal != JALALI:
+        return gregorian
+    first, last = dt.date.fromisoformat(r["from"]), dt.date.fromisoformat(r["to"])
+    days = f"{day_labels(first, cal)[0]} .. {day_labels(last, cal)[0]} Jalali"
+    if r["by"] == "month":
+        return (f"{month_labels(first, cal)[0]} .. {month_labels(month_start(last, cal), cal)[0]} "
+                f"({days}, {gregorian})")
+    return f"{days} ({gregorian})"
+
+
 def as_text(r: dict) -> str:
     lines = [f"unique adults who have authenticated: {r['unique_adults']:,}",
              f"adult population: {r['adult_population']:,}  ({r['adult_population_source']}"
@@ -160,7 +176,7 @@ def as_text(r: dict) -> str:
         lines += [f"  {a['client_id']:<24} {a['logins']:>10,} logins {a['unique_citizens']:>10,} unique  {a['name']}"
                   for a in t["agencies"]]
     lines.append("")
-    lines.append(f"by {r['by']}, {r['from']} .. {r['to']}{who}:")
+    lines.append(f"by {r['by']}, {_range(r)}{who}:")
     lines.append(f"  {'period':<17} {'logins':>12} {'unique':>12} {'new adults':>11} {'unique adults':>14}")
     for row in r["rows"]:
         mark = " ~" if row["approximate"] else ""
