@@ -19,7 +19,8 @@ def audit():
 
 @audit.command("tail")
 @click.option("-n", "--lines", "count", default=20, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--event", help="Only this event (login_started, otp_wrong, cooloff_started, registry_imported, ...).")
+@click.option("--event", help="Only this event (login_started, otp_wrong, cooloff_started, registry_imported, "
+                               "token_exchanged, token_exchange_refused, delegation_added, ...).")
 @json_output
 @pass_ctx
 def audit_tail(obj: Context, count, event):
