@@ -276,6 +276,24 @@ def test_bad_requests_and_public_clients(provider, pair):
     assert r.status_code == 200, r.text
 
 
+def test_the_guides_example_names_who_acted(provider, pair):
+    """docs/agencies.md §8's snippet, as written, in B's API."""
+    from pathlib import Path
+
+    from .interop.test_agency_guide import the_block
+
+    a, b = pair
+    token, _ = login(provider, a)
+    for_b = exchange(provider, a, token["access_token"], b[0]).json()["access_token"]
+    b_own, _ = login(provider, b)
+    example = the_block(Path(__file__).parent.parent / "docs" / "agencies.md", "python", "actors(claims)")
+    verifier = AccessTokenVerifier(provider.url, audience=b[0])
+    for presented, acting in ((for_b, [a[0]]), (b_own["access_token"], [])):
+        run = {"verifier": verifier, "token": presented}
+        exec(compile(example, "docs/agencies.md", "exec"), run)  # noqa: S102 - the documented example
+        assert run["acting"] == acting
+
+
 def test_discovery_advertises_the_exchange(provider):
     doc = requests.get(f"{provider.url}/.well-known/openid-configuration", timeout=10).json()
     assert TX in doc["grant_types_supported"]
