@@ -260,9 +260,9 @@ def test_bad_requests_and_public_clients(provider, pair):
     refused(exchange(provider, a, at, b[0], requested_token_type="urn:ietf:params:oauth:token-type:refresh_token"),
             "invalid_request")
     # A repeated audience is a repeated parameter (RFC 6749 §3.2).
-    r = requests.post(f"{provider.url}/token", data=[("grant_type", TX), ("subject_token", at), ("subject_token_type", AT),
-                                                     ("audience", b[0]), ("audience", a[0])],
-                      auth=(a[0], a[1]), timeout=10)
+    repeated = [("grant_type", TX), ("subject_token", at), ("subject_token_type", AT), ("audience", b[0]),
+                ("audience", a[0])]
+    r = requests.post(f"{provider.url}/token", data=repeated, auth=(a[0], a[1]), timeout=10)
     refused(r, "invalid_request")
     # Client authentication: required, and a public client has none to give (RFC 6749 §5.2).
     refused(exchange(provider, (a[0], "wrong-secret"), at, b[0]), "invalid_client", 401)

@@ -47,7 +47,8 @@ def test_an_exchanged_token_shows_who_acted(provider, api, sign):
     assert response.json["act"] == act and response.json["actors"] == ["agency-b", "agency-a"]
     bad = sign(access_token_claims(provider.url, act={"sub": "agency-b", "act": "agency-a"}))
     response = api.get("/api/me", headers={"Authorization": f"Bearer {bad}"})
-    assert response.status_code == 401 and 'error_description="invalid claim act"' in response.headers["WWW-Authenticate"]
+    assert response.status_code == 401
+    assert 'error_description="invalid claim act"' in response.headers["WWW-Authenticate"]
 
 
 def test_scheme_name_is_case_insensitive(provider, api, sign):
