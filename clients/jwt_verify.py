@@ -10,7 +10,10 @@ for it. RFC 9068 §4 lists the checks; this module performs them with joserfc:
 - the ``typ`` header is ``at+jwt`` (§2.1), so an ID token, which is signed
   by the same keys, cannot be replayed as an access token;
 - ``iss``, ``aud`` (when configured), ``exp``/``nbf``/``iat`` with a small
-  leeway, and the claims §2.2 requires.
+  leeway, and the claims §2.2 requires;
+- ``act`` (RFC 8693 §4.1), when present, is a well-formed chain: the token was
+  obtained by token exchange, and :func:`actors` names the agencies that acted
+  for the citizen, the latest first.
 
 The JWKS is cached. An unknown ``kid`` (the provider rotated its keys) makes
 the verifier fetch the JWKS again, but no more often than
@@ -38,6 +41,8 @@ ACCEPTED_TYPES = {"at+jwt", "application/at+jwt"}
 REQUIRED_CLAIMS = ("iss", "exp", "aud", "sub", "client_id", "iat", "jti")
 #: No legitimate access token comes near this; refuse before parsing.
 MAX_TOKEN_LENGTH = 16 * 1024
+#: The longest ``act`` chain accepted (the provider issues at most four).
+MAX_ACTORS = 8
 
 
 class InvalidAccessToken(Exception):
@@ -212,6 +217,28 @@ class AccessTokenVerifier:
             raise InvalidAccessToken("invalid claim client_id")
         if "scope" in claims and not isinstance(claims["scope"], str):
             raise InvalidAccessToken("invalid claim scope")
+        if "act" in claims:
+            actors(claims)
+
+
+def actors(claims: dict[str, Any]) -> list[str]:
+    """Who acted for the token's subject (RFC 8693 §4.1 ``act``), the latest first.
+
+    Empty for a token the agency app obtained itself. For a token obtained by
+    token exchange, the first entry is the ``client_id`` of the agency that
+    called this API with it, then the agency it had the token from, and so on.
+    Only the outermost ``act`` is the current actor; the nested ones are history
+    (RFC 8693 §4.1) and must not be used for access decisions on their own.
+    Raises InvalidAccessToken for a malformed chain.
+    """
+    chain: list[str] = []
+    act = claims.get("act")
+    while act is not None:
+        if not isinstance(act, dict) or not isinstance(act.get("sub"), str) or len(chain) >= MAX_ACTORS:
+            raise InvalidAccessToken("invalid claim act")
+        chain.append(act["sub"])
+        act = act.get("act")
+    return chain
 
 
 def _select_key(keys: KeySet, header: dict[str, Any]) -> Key | None:

@@ -2,7 +2,8 @@
 
 ``GET /api/me`` needs ``Authorization: Bearer <token>`` (RFC 6750 §2.1). The
 token is checked offline with :mod:`clients.jwt_verify` and the answer is
-what the token says about its holder. Run it with ``python -m clients.agency_api``.
+what the token says about its holder, and, for a token another agency
+obtained by token exchange, who acted (``act``, ``actors``). Run it with ``python -m clients.agency_api``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 
 from flask import Flask, Response, jsonify, request
 
-from clients.jwt_verify import AccessTokenVerifier, InvalidAccessToken, SigningKeysUnavailable
+from clients.jwt_verify import AccessTokenVerifier, InvalidAccessToken, SigningKeysUnavailable, actors
 
 REALM = "agency-api"
 
@@ -42,7 +43,11 @@ def create_app(env: Mapping[str, str] | None = None, verifier: AccessTokenVerifi
             return jsonify(error="temporarily_unavailable"), 503
         except InvalidAccessToken as error:
             return challenge(401, "invalid_token", error.reason)
-        response = jsonify({name: claims.get(name) for name in ("sub", "client_id", "scope", "acr", "amr")})
+        body = {name: claims.get(name) for name in ("sub", "client_id", "scope", "acr", "amr")}
+        # A token another agency obtained for this one by token exchange names who acted (RFC 8693 §4.1).
+        body["act"] = claims.get("act")
+        body["actors"] = actors(claims)
+        response = jsonify(body)
         response.headers["Cache-Control"] = "no-store"
         return response
 

@@ -31,9 +31,24 @@ def test_valid_token_returns_who_it_is_for(provider, api, sign):
         "scope": "openid profile",
         "acr": "urn:ir:idp:otp",
         "amr": ["otp", "sms"],
+        "act": None,
+        "actors": [],
     }
     assert response.headers["Cache-Control"] == "no-store"
     assert "WWW-Authenticate" not in response.headers
+
+
+def test_an_exchanged_token_shows_who_acted(provider, api, sign):
+    """A token another agency obtained for this one by token exchange (RFC 8693 §4.1)."""
+    act = {"sub": "agency-b", "act": {"sub": "agency-a"}}
+    token = sign(access_token_claims(provider.url, act=act))
+    response = api.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert response.json["act"] == act and response.json["actors"] == ["agency-b", "agency-a"]
+    bad = sign(access_token_claims(provider.url, act={"sub": "agency-b", "act": "agency-a"}))
+    response = api.get("/api/me", headers={"Authorization": f"Bearer {bad}"})
+    assert response.status_code == 401
+    assert 'error_description="invalid claim act"' in response.headers["WWW-Authenticate"]
 
 
 def test_scheme_name_is_case_insensitive(provider, api, sign):

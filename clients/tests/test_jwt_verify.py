@@ -11,7 +11,7 @@ import time
 import pytest
 from joserfc.jwk import RSAKey
 
-from clients.jwt_verify import AccessTokenVerifier, InvalidAccessToken, SigningKeysUnavailable
+from clients.jwt_verify import AccessTokenVerifier, InvalidAccessToken, SigningKeysUnavailable, actors
 from clients.tests.conftest import access_token_claims
 
 
@@ -68,6 +68,18 @@ def test_valid_es256_token_is_accepted(provider, verifier, sign, keys):
 @pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt"])
 def test_typ_is_compared_case_insensitively(provider, verifier, sign, typ):
     assert verifier.verify(sign(access_token_claims(provider.url), typ=typ))["sub"] == "pairwise-subject-1"
+
+
+def test_act_chain_of_an_exchanged_token(provider, verifier, sign):
+    """RFC 8693 §4.1: the latest actor first; a token without act has none."""
+    assert actors(verifier.verify(sign(access_token_claims(provider.url)))) == []
+    claims = access_token_claims(provider.url, act={"sub": "agency-b", "act": {"sub": "agency-a"}})
+    assert actors(verifier.verify(sign(claims))) == ["agency-b", "agency-a"]
+
+
+@pytest.mark.parametrize("act", ["agency-a", {"client": "agency-a"}, {"sub": 7}, {"sub": "b", "act": ["a"]}])
+def test_malformed_act_is_refused(provider, verifier, sign, act):
+    assert refused(verifier, sign(access_token_claims(provider.url, act=act))) == "invalid claim act"
 
 
 def test_keys_are_cached(provider, verifier, sign):

@@ -27,8 +27,8 @@ def audit():
 @audit.command("tail")
 @click.option("-n", "--lines", "count", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--event", callback=_event,
-              help="Only this event (login_started, otp_wrong, cooloff_started, registry_imported, ...; "
-                   "an unknown one is refused with the list).")
+              help="Only this event (login_started, otp_wrong, cooloff_started, registry_imported, "
+                   "token_exchanged, ...; an unknown one is refused with the list).")
 @json_output
 @pass_ctx
 def audit_tail(obj: Context, count, event):

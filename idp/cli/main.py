@@ -16,7 +16,8 @@ from ..citizens.records import InvalidCitizen
 from ..platform.keys import KeysUnavailable
 from ..platform.settings import ConfigError
 from ..protocol.agencies import InvalidClientMetadata
-from . import audit, citizens, clients, config_cmd, consents, dev, keys, serve, sessions, stats
+from ..protocol.delegations import InvalidDelegation
+from . import audit, citizens, clients, config_cmd, consents, delegations, dev, keys, serve, sessions, stats
 from .common import Context, one_line
 
 
@@ -35,7 +36,7 @@ class Group(click.Group):
         except ConfigError as exc:
             click.echo(f"idp: configuration: {exc}", err=True)
             sys.exit(2)
-        except (InvalidClientMetadata, InvalidCitizen, KeysUnavailable) as exc:
+        except (InvalidClientMetadata, InvalidCitizen, InvalidDelegation, KeysUnavailable) as exc:
             click.echo(f"idp: {exc}", err=True)
             sys.exit(1)
         except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
@@ -64,8 +65,9 @@ def main(ctx, config_path):
     ctx.obj = Context(config_path)
 
 
-for command in (config_cmd.config, config_cmd.db, keys.keys, clients.clients, citizens.citizens, stats.stats,
-                consents.consents, sessions.sessions, sessions.logout, audit.audit, dev.dev, serve.serve):
+for command in (config_cmd.config, config_cmd.db, keys.keys, clients.clients, delegations.delegations,
+                citizens.citizens, stats.stats, consents.consents, sessions.sessions, sessions.logout, audit.audit,
+                dev.dev, serve.serve):
     main.add_command(command)
 
 

@@ -13,6 +13,7 @@ import click
 from ..platform.database import reports
 from ..stats.calendars import StatsError, parse_day
 from ..stats.chart import plot
+from ..stats.exchanges import pair_csv, pair_report, pair_text
 from ..stats.report import as_csv, as_text, report
 from ..stats.rollups import prune, rollup
 from .common import Context, Output, json_output, pass_ctx
@@ -53,7 +54,8 @@ def _stats_errors(fn):
 @click.option("--from", "date_from", callback=lambda c, p, v: _stats_day(v),
               help="First day (YYYY-MM-DD; a year before 1700 is Jalali) [default: 30 days, or 12 months].")
 @click.option("--to", "date_to", callback=lambda c, p, v: _stats_day(v), help="Last day [default: today].")
-@click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True)
+@click.option("--by", type=click.Choice(["day", "month", "agency-pair"]), default="day", show_default=True,
+              help="agency-pair: token exchanges between agencies per day and pair.")
 @click.option("--calendar", type=click.Choice(["gregorian", "jalali"]), default="gregorian", show_default=True,
               help="Dates, month names and month boundaries.")
 @click.option("--agency", help="Only this client_id's logins, unique citizens and new adults.")
@@ -71,6 +73,12 @@ def stats(ctx, date_from, date_to, by, calendar, agency, csv_out, plot_path):
     if ctx.invoked_subcommand is not None:
         return None
     obj: Context = ctx.obj
+    if by == "agency-pair":
+        if plot_path:
+            raise StatsError("--plot draws days or months, not agency pairs")
+        with obj.app.app_context(), reports(obj.app):
+            data = pair_report(date_from, date_to, calendar, agency)
+        return Output(None, pair_csv(data), nl=False) if csv_out else Output(data, pair_text(data))
     with obj.app.app_context(), reports(obj.app) as replica_lag:
         data = report(date_from, date_to, by=by, calendar=calendar, agency=agency)
         if plot_path:

@@ -34,8 +34,11 @@ EVENTS = (
     "consent_granted", "consent_denied", "consent_withdrawn",
     # tokens (a refresh-token family revoked, and why)
     "code_wrong_client", "code_replayed", "refresh_token_reused", "refresh_token_revoked", "revoked",
+    # token exchange between agencies (RFC 8693)
+    "token_exchanged", "token_exchange_refused",
     # operators
     "client_registered", "client_secret_rotated", "client_enabled", "client_disabled", "registry_imported",
+    "delegation_added", "delegation_changed", "delegation_removed",
 )
 
 

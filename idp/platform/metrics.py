@@ -15,6 +15,10 @@ login.codes, platform.limits, protocol.endpoints); they never raise, so metrics 
 ``idp_rate_limited_total{limit}``        requests refused by a named ``[limits]`` limit
 ``idp_tokens_issued_total{grant}``       token responses issued, by grant_type
 ``idp_token_errors_total{grant}``        token requests refused, by grant_type
+``idp_token_exchanges_total{...}``       token exchanges between agencies (RFC 8693), by
+                                         ``from_agency`` and ``to_agency`` (client_ids; ``-``
+                                         when not a registered agency) and ``outcome``
+                                         (issued, or the error code)
 ``idp_request_duration_seconds``         histogram of request latency, by endpoint (the URL
                                          rule, so a bounded set) and HTTP method
 ``idp_unique_adults``                    gauge: unique adults who have ever authenticated
@@ -79,6 +83,8 @@ def _metrics() -> SimpleNamespace:
             limited=Counter("idp_rate_limited", "Requests refused by a named rate limit.", ["limit"]),
             tokens=Counter("idp_tokens_issued", "Token responses issued, by grant type.", ["grant"]),
             token_errors=Counter("idp_token_errors", "Token requests refused, by grant type.", ["grant"]),
+            exchanges=Counter("idp_token_exchanges", "Token exchanges between agencies, by pair and outcome.",
+                              ["from_agency", "to_agency", "outcome"]),
             latency=Histogram("idp_request_duration_seconds", "Request latency by endpoint.", ["endpoint", "method"],
                               buckets=LATENCY_BUCKETS),
         )
@@ -135,11 +141,20 @@ def rate_limited(limit: str) -> None:
 @_safe
 def token_response(status: int) -> None:
     """A token endpoint answer (call inside the request): issued on 200, refused otherwise."""
-    grant = (request.form.get("grant_type") or "none")[:40]
-    if grant not in ("authorization_code", "refresh_token", "client_credentials", "none"):
+    grant = (request.form.get("grant_type") or "none")[:60]
+    if grant == "urn:ietf:params:oauth:grant-type:token-exchange":
+        grant = "token_exchange"
+    elif grant not in ("authorization_code", "refresh_token", "client_credentials", "none"):
         grant = "other"  # a bounded label set whatever clients send
     m = _metrics()
     (m.tokens if status == 200 else m.token_errors).labels(grant=grant).inc()
+
+
+@_safe
+def token_exchange(from_agency: str, to_agency: str, outcome: str) -> None:
+    """A token exchange between agencies: issued, or refused with its error code (registered
+    client_ids and RFC error codes only, so the label set stays bounded)."""
+    _metrics().exchanges.labels(from_agency=from_agency, to_agency=to_agency, outcome=outcome).inc()
 
 
 # ---- the app -----------------------------------------------------------------------------------

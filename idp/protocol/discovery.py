@@ -25,6 +25,8 @@ ACR = {"sms": "urn:idp:acr:sms", "totp": "urn:idp:acr:totp"}
 AMR = {"sms": ["sms"], "totp": ["otp"]}
 SCOPES = ["openid", "profile", "phone", "national_id", "age", "offline_access"]
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
+#: RFC 8693 token exchange between agencies (oauth.TokenExchangeGrant, protocol.delegations).
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 #: Introspection tells an API about a citizen's token: only a client that proves who it is may
 #: ask (RFC 7662 §2.1, §4), never a public client naming itself by its client_id alone.
 INTROSPECTION_AUTH_METHODS = [m for m in AUTH_METHODS if m != "none"]
@@ -47,7 +49,7 @@ def discovery_document() -> dict[str, Any]:
         "scopes_supported": SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", TOKEN_EXCHANGE],
         "revocation_endpoint": f"{iss}/revoke",
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint": f"{iss}/introspect",

@@ -1,5 +1,5 @@
-"""The tables the protocol package owns: agency clients, refresh tokens, consents and the
-back-channel logout queue."""
+"""The tables the protocol package owns: agency clients, refresh tokens, consents, the
+back-channel logout queue, and the delegations between agencies with their daily counts."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -193,3 +194,30 @@ class LogoutDelivery(db.Model):
     last_error: Mapped[str | None] = mapped_column(String(200))
 
 
+class Delegation(db.Model):
+    """An operator's permission for agency ``from_client_id`` to exchange a citizen's access
+    token for one meant for agency ``to_client_id`` (RFC 8693), with at most ``scope``."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (UniqueConstraint("from_client_id", "to_client_id", name="uq_delegations_pair"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    from_client_id: Mapped[str] = mapped_column(String(64))
+    to_client_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExchangeDay(db.Model):
+    """Token exchanges of one local day (``[stats] timezone``) from one agency to another:
+    issued and refused, counted in the exchange's own transaction (``idp stats --by agency-pair``).
+    ``to_client_id`` is ``-`` when the audience named no registered agency."""
+
+    __tablename__ = "exchange_days"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    from_client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    to_client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issued: Mapped[int] = mapped_column(BigInteger, default=0)
+    refused: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -21,7 +21,14 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import rfc7009, rfc7662
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, grants
+from authlib.oauth2.base import OAuth2Error
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    grants,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oidc.core import OpenIDCode, UserInfo
@@ -33,12 +40,12 @@ from ..platform import audit
 from ..platform.keyring import keyring
 from ..platform.settings import settings
 from ..platform.store import store
-from . import clients, logout, tokens
+from . import clients, delegations, logout, tokens
 from .client_auth import PrivateKeyJWT
-from .discovery import ACR, AMR, AUTH_METHODS, INTROSPECTION_AUTH_METHODS, SCOPES
+from .discovery import ACR, AMR, AUTH_METHODS, INTROSPECTION_AUTH_METHODS, SCOPES, TOKEN_EXCHANGE
 from .models import Client, RefreshToken
-from .subjects import seal_ref, subject_for
-from .verify import BearerTokenError, verify_access_token
+from .subjects import open_ref, seal_ref, subject_for
+from .verify import BearerTokenError, access_token_revoked, decode_access_token, verify_access_token
 
 
 @dataclass
@@ -52,6 +59,9 @@ class Principal:
     sid: str
     sub: str
     token_jti: str | None = None
+    #: a token exchange's actor chain (RFC 8693 §4.1) and the latest expiry its subject token allows
+    act: dict[str, Any] | None = None
+    exp: int | None = None
 
     def get_user_id(self) -> str:
         """Authlib's hook."""
@@ -226,7 +236,12 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
     def get_extra_claims(self, client: Client, grant_type, user: Principal, scope: str) -> dict[str, Any]:
         if user is None:
             return {}
-        return {"sub": user.sub, "sid": user.sid, "idp_ref": seal_ref(user.citizen.id)}
+        claims = {"sub": user.sub, "sid": user.sid, "idp_ref": seal_ref(user.citizen.id)}
+        if user.act is not None:
+            claims["act"] = user.act
+        if user.exp is not None:
+            claims["exp"] = user.exp
+        return claims
 
 
 # ---- refresh (RFC 6749 §6, RFC 9700 §4.14) ----------------------------------------------------
@@ -276,6 +291,162 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         """Nothing to do: the old token was marked rotated when it was claimed."""
+
+
+# ---- token exchange between agencies (RFC 8693) ------------------------------------------------
+
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: How many agencies may have acted in turn (``act`` nested this deep at most).
+MAX_ACTORS = 4
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8693 §2.2.2: the audience is not one this client may have a token for."""
+
+    error = "invalid_target"
+
+
+def _actors(act: Any) -> int:
+    """How many actors a well-formed ``act`` claim names (0 for none); -1 when it is malformed."""
+    depth = 0
+    while act is not None:
+        if not isinstance(act, dict) or not isinstance(act.get("sub"), str) or depth > MAX_ACTORS:
+            return -1
+        depth, act = depth + 1, act.get("act")
+    return depth
+
+
+@dataclass
+class Exchange:
+    """A validated exchange: the citizen as the receiving agency sees them, and what to issue."""
+
+    audience: Client
+    principal: Principal
+    scope: str
+    subject_fp: str
+
+
+class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
+    """RFC 8693: agency A exchanges a citizen's access token it holds for one meant for agency B,
+    as an operator's delegation A -> B allows (protocol.delegations).
+
+    The new token is an RFC 9068 access token of B's: ``aud`` and ``client_id`` are B (so B's API,
+    B's introspection and userinfo treat it as B's own), ``sub`` is the citizen as B sees them
+    (pairwise by B's sector), ``act`` names A (nesting the subject token's ``act``); ``sid``,
+    ``auth_time``, ``acr`` and ``amr`` are those of the citizen's login; the scope is no wider
+    than the subject token's and the delegation's, and it expires no later than the subject
+    token. No refresh token, no ID token. Confidential clients only: a public client cannot
+    authenticate here (``invalid_client``, RFC 6749 §5.2)."""
+
+    GRANT_TYPE = TOKEN_EXCHANGE
+    TOKEN_ENDPOINT_AUTH_METHODS = INTROSPECTION_AUTH_METHODS  # every method but none
+
+    exchange: Exchange | None = None
+
+    def validate_token_request(self) -> None:
+        client = None
+        try:
+            client = self.authenticate_token_endpoint_client()
+            self.request.client = client
+            self.exchange = self._validate(client)
+        except OAuth2Error as error:
+            delegations.record(error.error, client.client_id if client else None, self._param("audience"),
+                               subject_fp=getattr(error, "subject_fp", None))
+            raise
+
+    def _param(self, name: str) -> str | None:
+        value = self.request.form.get(name)
+        return value if isinstance(value, str) and value else None
+
+    def _validate(self, client: Client) -> Exchange:
+        for name in ("actor_token", "actor_token_type"):
+            if self._param(name):
+                raise InvalidRequestError(f"'{name}' is not supported: the authenticated client is the actor")
+        requested = self._param("requested_token_type")
+        if requested and requested != ACCESS_TOKEN_TYPE:
+            raise InvalidRequestError(f"requested_token_type: only {ACCESS_TOKEN_TYPE} is issued")
+        subject_token, subject_type = self._param("subject_token"), self._param("subject_token_type")
+        if not subject_token or not subject_type:
+            raise InvalidRequestError("Missing 'subject_token' or 'subject_token_type'")
+        if subject_type != ACCESS_TOKEN_TYPE:
+            raise InvalidRequestError(f"subject_token_type: only {ACCESS_TOKEN_TYPE} is accepted")
+        if self._param("resource"):
+            raise InvalidTargetError("Name the agency with 'audience' (its client_id); 'resource' is not supported")
+        audience_id = self._param("audience")
+        if not audience_id:
+            raise InvalidRequestError("Missing 'audience'")
+
+        # The subject token: one of our access tokens (not an ID token), live, issued to this client.
+        try:
+            claims = decode_access_token(subject_token)
+        except BearerTokenError as exc:
+            raise InvalidGrantError(f"subject_token is not a valid access token ({exc})") from None
+        aud = claims.get("aud")
+        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if claims.get("client_id") != client.client_id or client.client_id not in auds:
+            raise InvalidGrantError("subject_token was not issued to this client")
+        if access_token_revoked(claims):
+            raise InvalidGrantError("subject_token was revoked, or the citizen's session has ended")
+        depth = _actors(claims.get("act"))
+        if depth < 0 or depth >= MAX_ACTORS:
+            raise InvalidGrantError(f"subject_token has passed through too many agencies (at most {MAX_ACTORS})")
+        citizen_id = open_ref(claims.get("idp_ref", "")) if isinstance(claims.get("idp_ref"), str) else None
+        person = directory.profile(citizen_id) if isinstance(citizen_id, int) else None
+        method = next((m for m, acr in ACR.items() if acr == claims.get("acr")), None)
+        if person is None or method is None or not isinstance(claims.get("auth_time"), int):
+            raise InvalidGrantError("subject_token names no citizen")
+        subject_fp = audit.fingerprint("nid", person.national_id)
+
+        try:
+            # The receiving agency, and the operator's delegation to it.
+            target = clients.find(audience_id)
+            if target is None or not target.trusted:
+                raise InvalidTargetError("audience is not an agency that may receive a token")
+            delegation = delegations.find(client.client_id, target.client_id)
+            if delegation is None:
+                raise InvalidTargetError(f"this client may not call {target.client_id} for a citizen (no delegation)")
+
+            # The scope: what the subject token, the delegation and the receiving agency all allow.
+            allowed = set(claims.get("scope", "").split()) & set(delegation.scope.split())
+            allowed &= set(target.get_allowed_scope(delegation.scope).split())
+            allowed -= delegations.NOT_DELEGABLE
+            asked = self.request.payload.scope
+            if asked:
+                wanted = list(dict.fromkeys(asked.split()))
+                wider = [s for s in wanted if s not in allowed]
+                if wider:
+                    raise InvalidScopeError(f"not allowed for this exchange: {' '.join(wider)}")
+            else:
+                wanted = [s for s in SCOPES if s in allowed]
+            if not wanted:
+                raise InvalidScopeError("the subject token and the delegation have no scope in common")
+        except OAuth2Error as error:
+            error.subject_fp = subject_fp
+            raise
+
+        act: dict[str, Any] = {"sub": client.client_id}
+        if claims.get("act") is not None:
+            act["act"] = claims["act"]
+        principal = Principal(person, claims["auth_time"], method, claims.get("sid") or "",
+                              subject_for(person, target), act=act, exp=int(claims["exp"]))
+        return Exchange(target, principal, " ".join(wanted), subject_fp)
+
+    def create_token_response(self):
+        ex, caller = self.exchange, self.request.client
+        now = int(time.time())
+        ex.principal.exp = min(ex.principal.exp, now + settings.tokens.access_token_ttl)
+        if ex.principal.exp <= now:
+            error = InvalidGrantError("subject_token has expired")
+            delegations.record(error.error, caller.client_id, ex.audience.client_id, subject_fp=ex.subject_fp)
+            raise error
+        token = self.server.generate_token(grant_type=TOKEN_EXCHANGE, client=ex.audience, user=ex.principal,
+                                           scope=ex.scope, expires_in=ex.principal.exp - now,
+                                           include_refresh_token=False)
+        token.pop("refresh_token", None)
+        token["issued_token_type"] = ACCESS_TOKEN_TYPE
+        delegations.record("issued", caller.client_id, ex.audience.client_id, subject_fp=ex.subject_fp,
+                           scope=token.get("scope", ""), sid=ex.principal.sid, actors=_actors(ex.principal.act))
+        return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
 # ---- revocation (RFC 7009) and introspection (RFC 7662) ----------------------------------------
@@ -355,6 +526,7 @@ def init_app(app) -> None:
     server.init_app(app, query_client=clients.find, save_token=_save_token)
     server.register_grant(AuthorizationCodeGrant, [S256Verifier(required=True), OpenIDConnectCode(require_nonce=False)])
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(TokenExchangeGrant)
     server.register_endpoint(RevocationEndpoint)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())

@@ -174,7 +174,7 @@ def introspection_of(token: AccessToken | RefreshToken) -> dict[str, Any]:
     if isinstance(token, AccessToken):
         c = token.claims
         out = {"token_type": "Bearer"}
-        for name in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti", "auth_time", "acr", "amr"):
+        for name in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti", "auth_time", "acr", "amr", "act"):
             if name in c:
                 out[name] = c[name]
         return out

@@ -167,7 +167,12 @@ def test_response_types_grant_types_and_pkce_are_what_is_advertised(interop_prov
     r = browser.get(browser.authorize_url(client_id, redirect, code_challenge_method="plain"))
     assert query_of(r.headers["Location"])["error"] == "invalid_request"
     # Only the advertised grants.
-    assert set(d["grant_types_supported"]) == {"authorization_code", "refresh_token"}
+    exchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+    assert set(d["grant_types_supported"]) == {"authorization_code", "refresh_token", exchange}
+    # The exchange grant is there (RFC 8693; tests/test_token_exchange.py): its own errors, not
+    # unsupported_grant_type.
+    r = requests.post(d["token_endpoint"], data={"grant_type": exchange}, auth=(client_id, secret), timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request", r.text
     for grant in ("client_credentials", "password", "urn:ietf:params:oauth:grant-type:device_code"):
         r = requests.post(d["token_endpoint"], data={"grant_type": grant}, auth=(client_id, secret), timeout=10)
         assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type", grant
