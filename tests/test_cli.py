@@ -104,7 +104,7 @@ OFFERED = "openid profile phone national_id age offline_access"
     # Click's own usage errors: one line in the project's style, the command and its help named
     (("clients", "add"), 2, "idp: clients add: missing option '--name' (see idp clients add --help)"),
     (("stats", "--by", "week"), 2,
-     "idp: stats: invalid value for '--by': 'week' is not one of 'day', 'month' (see idp stats --help)"),
+     "idp: stats: invalid value for '--by': 'week' is not one of 'day', 'month', 'agency-pair' (see idp stats --help)"),
     (("--bogus",), 2, "idp: no such option '--bogus' (see idp --help)"),
     (("bogus",), 2, "idp: no such command 'bogus' (see idp --help)"),
     (("clients", "show"), 2, "idp: clients show: missing argument 'CLIENT_ID' (see idp clients show --help)"),
