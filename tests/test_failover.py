@@ -134,6 +134,8 @@ def test_reports_read_from_the_replica_and_show_its_lag(tmp_path, redis_url, pos
         assert figures["unique_adults"] == 1 and 0 <= figures["replica_lag_seconds"] < 5
         text = run_idp(env, "stats").stdout
         assert "read from the replica" in text and "behind the primary" in text
+        pairs = run_idp(env, "stats", "--by", "agency-pair", "--json")
+        assert pairs.returncode == 0 and "replica_lag_seconds" in json.loads(pairs.stdout), pairs.stderr
 
         # the report really reads the replica: with its WAL replay paused, a new adult's login
         # reaches the primary at once and the replica's report only once replay resumes

@@ -76,9 +76,15 @@ def stats(ctx, date_from, date_to, by, calendar, agency, csv_out, plot_path):
     if by == "agency-pair":
         if plot_path:
             raise StatsError("--plot draws days or months, not agency pairs")
-        with obj.app.app_context(), reports(obj.app):
+        with obj.app.app_context(), reports(obj.app) as replica_lag:
             data = pair_report(date_from, date_to, calendar, agency)
-        return Output(None, pair_csv(data), nl=False) if csv_out else Output(data, pair_text(data))
+        if csv_out:
+            return Output(None, pair_csv(data), nl=False)
+        text = pair_text(data)
+        if replica_lag is not None:
+            data["replica_lag_seconds"] = round(replica_lag, 1)
+            text += f"\nread from the replica, {data['replica_lag_seconds']:.1f} s behind the primary"
+        return Output(data, text)
     with obj.app.app_context(), reports(obj.app) as replica_lag:
         data = report(date_from, date_to, by=by, calendar=calendar, agency=agency)
         if plot_path:
