@@ -161,3 +161,32 @@ def test_reports_read_from_the_replica_and_show_its_lag(tmp_path, redis_url, pos
         assert len(bad.stderr.strip().splitlines()) == 1
     finally:
         dep.stop()
+
+
+def test_a_write_that_reaches_a_read_only_server_is_the_503_not_a_500(tmp_path, redis_url, postgres_pair):
+    """A node whose connection reaches a server that no longer takes writes (a demoted primary,
+    a standby named by mistake) answers as for a database that is away, and drops the connection."""
+    from .conftest import start_provider
+    from .helpers import FlowClient
+
+    dep = Deployment(tmp_path / "dep", postgres_pair.create_database(), redis_url, workers=1, threads=4)
+    provider = None
+    try:
+        client_id, secret, redirect = dep.add_client(scope="openid")
+        national_id, mobile = dep.add_citizen()
+        standby_url = f"postgresql://postgres@127.0.0.1:{postgres_pair.standby.port}/idp"
+        replayed = lambda: psycopg.connect(standby_url).execute(  # noqa: E731
+            "SELECT count(*) FROM citizens").fetchone()[0] == 1
+        assert wait_until(replayed, 20), "the standby did not replay the registry"
+        provider = start_provider(tmp_path / "on-standby", standby_url, redis_url)
+        browser = FlowClient(provider)
+        page = browser.start(client_id, redirect, scope="openid")
+        assert page.status_code == 200 and 'name="national_id"' in page.text
+        # asking for a code writes (the audit trail): the first write that meets the read-only server
+        done = browser.submit(page, {"national_id": national_id, "mobile": mobile})
+        assert done.status_code == 503 and "temporarily_unavailable" in done.text, (done.status_code, done.text[:300])
+        assert done.headers.get("Retry-After") and "Traceback" not in done.text
+    finally:
+        if provider is not None:
+            provider.stop()
+        dep.stop()

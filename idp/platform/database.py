@@ -159,6 +159,18 @@ def _ping_idle_connections(app: Flask) -> None:
                 raise exc.DisconnectionError() from e
 
 
+def _read_only_is_a_lost_primary(app: Flask) -> None:
+    """A write refused because the server is read-only (SQLSTATE 25006) means this connection
+    reaches a server that is no longer the primary (a demoted one, or a standby): the connection
+    is dropped, as for a disconnect, so the next one goes where libpq finds the primary, and the
+    request gets the 503 of a database that is away (errors.py), not a 500."""
+    with app.app_context():
+        @event.listens_for(db.engine, "handle_error")
+        def _handle_error(context):
+            if getattr(context.original_exception, "sqlstate", None) == "25006":
+                context.is_disconnect = True
+
+
 def _sqlite_pragmas(app: Flask) -> None:
     """WAL lets readers and one writer work at once; foreign keys are enforced."""
     with app.app_context():
@@ -213,6 +225,7 @@ def init_app(app: Flask, url: str, pool_size: int) -> None:
         _sqlite_pragmas(app)
     else:
         _ping_idle_connections(app)
+        _read_only_is_a_lost_primary(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     # registered after Flask-SQLAlchemy's own teardown, so it runs first
     app.teardown_appcontext(_close_session)

@@ -15,7 +15,7 @@ from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import Response, render_template, request, session, url_for
 from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("idp.errors")
@@ -288,9 +288,15 @@ def init_app(app) -> None:
         page.error = "insecure_transport"
         return render_page_error(page)
 
+    @app.errorhandler(DBAPIError)
+    def database_error(exc: DBAPIError):
+        """A connection lost or dropped (database.py marks a read-only server so): the 503 of a
+        database that is away. Any other database error is a bug: the 500 it always was."""
+        if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+            return unavailable(exc)
+        return unexpected(exc)
+
     @app.errorhandler(redis.RedisError)
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
     def unavailable(exc):
         log.error("backing service unavailable: %s", exc.__class__.__name__)
         if is_protocol_request():
