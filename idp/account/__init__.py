@@ -1,4 +1,4 @@
-"""The citizen's own pages: the authenticator app and the services they allowed.
+"""The citizen's own pages: the authenticator app, the services they allowed, and their record.
 
 May import: idp.platform, idp.citizens, idp.protocol, idp.login.
 """

@@ -1,5 +1,6 @@
 """Blueprint of the citizen's own account pages: who is signed in, the authenticator app,
-connected services, and signing out (here, or everywhere: every session of the citizen ends and
+connected services, the citizen's own record (record.py: sign-ins, exchanges between agencies,
+live sessions), and signing out (here, or everywhere: every session of the citizen ends and
 each one's agencies are told by back-channel logout, as at any logout, protocol.logout).
 
 Setting up (or replacing) an authenticator app needs a fresh SMS login: whoever holds the
@@ -21,6 +22,7 @@ from ..platform.i18n import t
 from ..protocol import authorize, consent, logout, sessions
 from ..protocol.interaction import ACCOUNT_CLIENT
 from ..protocol.sessions import Session
+from . import record
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -122,13 +124,35 @@ def services():
 
 @bp.post("/services/withdraw")
 def services_withdraw():
-    """Withdraw one grant; the service asks again at its next sign-in."""
+    """Withdraw one grant; the service asks again at its next sign-in. Back to the page it was
+    withdrawn on (``back=record``: the record page; anything else: the services page)."""
+    back = "account.record_page" if request.form.get("back") == "record" else "account.services"
     session = sessions.current()
     if session is None:
-        return authorize.account_visit(url_for("account.services"))
+        return authorize.account_visit(url_for(back))
     client_id = request.form.get("client_id", "")[:64]
     if consent.withdraw(session.citizen.id, client_id):
         person = directory.profile(session.citizen.id)
         audit.record("consent_withdrawn", national_id=person.national_id if person else None, client_id=client_id,
                      via="account")
-    return redirect(url_for("account.services", withdrawn=1), code=303)
+    return redirect(url_for(back, withdrawn=1), code=303)
+
+
+# ---- the citizen's own record (record.py) ----------------------------------------------------------
+
+@bp.get("/record")
+def record_page():
+    """The signed-in citizen's record: latest sign-ins, connected services, exchanges between
+    agencies made for them, live sessions (this device marked), and (for a guardian, once there
+    are guardians) what was done for each child. Only this citizen's own data."""
+    session = sessions.current()
+    if session is None:
+        return authorize.account_visit(url_for("account.record_page"))
+    citizen_id = session.citizen.id
+    person = directory.profile(citizen_id)
+    return render_template("record.html", sign_ins=record.sign_ins(citizen_id),
+                           exchanges=record.exchanges(person.national_id) if person else [],
+                           live=record.live_sessions(citizen_id, session.sid),
+                           guardian=record.guardian_actions(citizen_id),
+                           grants=consent.granted(citizen_id), describe=consent.describe, when=record.when,
+                           withdrawn=request.args.get("withdrawn"), who=sessions.signed_in_as(session))

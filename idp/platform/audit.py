@@ -56,6 +56,12 @@ class AuditEvent(db.Model):
     client_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
+
+#: A citizen's own record (/account/record) lists the exchanges made for them: by fingerprint,
+#: newest first. Partial, so that only token exchanges pay for it, not every login's events.
+Index("ix_audit_events_exchange_subject", AuditEvent.subject_fp, AuditEvent.id,
+      postgresql_where=AuditEvent.event == "token_exchanged", sqlite_where=AuditEvent.event == "token_exchanged")
+
 _INSERT = insert(AuditEvent.__table__)
 
 

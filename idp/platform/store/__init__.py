@@ -17,7 +17,8 @@ Key schema (all under the configured prefix):
 ``psid:{public sid}``                 the session a public id (the `sid` claim in tokens) belongs to
 ``sess-ended:{public sid}``           a session that ended: its access tokens are refused
 ``sess-of:{citizen_id}``              the ids of a citizen's SSO sessions (set; TTL = session_ttl,
-                                      renewed at each login; members may be stale, which is harmless)
+                                      renewed at each login; members may be stale, which is harmless);
+                                      read to log out everywhere and to list them on /account/record
 ``code:{sha256(code)}``               an authorization code's grant (JSON); consumed by GETDEL
 ``code-used:{sha256(code)}``          marks a redeemed code, to detect and punish replay
 ``nonce:{client}:{sha256(nonce)}``    a nonce already bound to a code (replay detection)

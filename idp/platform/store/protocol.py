@@ -92,6 +92,17 @@ class ProtocolRecords(StoreBase):
         """The ids of a citizen's sessions (some may have ended already)."""
         return sorted(self.redis.smembers(self._k("sess-of", str(citizen_id))))
 
+    def citizen_sessions(self, citizen_id: int, limit: int = 100) -> list[dict[str, Any]]:
+        """The live sessions of a citizen (their records, in no particular order; at most
+        ``limit``), for the citizen's own account page: two round trips (SMEMBERS, then one MGET).
+        Ended members of the set are skipped, and so is any record of another citizen."""
+        sids = self.citizen_session_ids(citizen_id)[:limit]
+        if not sids:
+            return []
+        raws = self.redis.mget([self._k("sess", sid) for sid in sids])
+        records = [json.loads(raw) for raw in raws if raw]
+        return [r for r in records if r.get("citizen_id") == citizen_id]
+
     def end_sessions(self, citizen_id: int, sids: list[str], psids: list[str] = ()) -> None:
         """Delete SSO sessions and drop them from their citizen's set, in one round trip; the
         access tokens issued within them (which carry the public ids) are refused from now on."""
