@@ -18,7 +18,7 @@ from .login import views as login_pages
 from .platform import database, errors, hosts, i18n, keyring, metrics, web
 from .platform.settings import Settings, load_settings
 from .platform.store import Store
-from .protocol import authorize, consent, discovery, endpoints, logout, oauth
+from .protocol import acting, authorize, consent, discovery, endpoints, logout, oauth
 from .stats import gauges as stats_gauges
 from .stats import models as _stats_tables  # noqa: F401 - every table in the metadata
 
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     metrics.init_app(app)
     stats_gauges.register()
     for blueprint in (discovery.bp, authorize.bp, endpoints.bp, login_pages.bp, account_pages.bp, consent.bp,
-                      logout.bp):
+                      acting.bp, logout.bp):
         app.register_blueprint(blueprint)
     app.wsgi_app = web.SecurityHeaders(discovery.PublishedDocuments(app.wsgi_app, app))
     if settings.server.proxy_hops:  # outermost: what runs inside sees the forwarded host and scheme

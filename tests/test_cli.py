@@ -167,7 +167,7 @@ def test_clients_show_every_field(env):
                   "--redirect-uri", "https://tax.example.ir/cb", "--redirect-uri", "https://my.tax.example.ir/cb",
                   "--post-logout-redirect-uri", "https://tax.example.ir/", "--scope", "openid profile national_id",
                   "--allow-national-id", "--sector", "tax.example.ir", "--auth-method", "client_secret_post",
-                  "--backchannel-logout-uri", "https://tax.example.ir/bc", "--trusted")
+                  "--backchannel-logout-uri", "https://tax.example.ir/bc", "--trusted", "--accepts-guardians")
     assert out.returncode == 0 and out.stderr == "", out.stderr
     out = run_idp(env, "clients", "show", "tax")
     assert out.returncode == 0, out.stderr
@@ -180,6 +180,7 @@ def test_clients_show_every_field(env):
         "status: enabled",
         f"created: {created}",
         "trusted: yes (no consent page)",
+        "guardians: accepted (a guardian may act for a linked minor; tokens carry act)",
         "auth method: client_secret_post (a secret, stored hashed)",
         "redirect URIs: https://tax.example.ir/cb https://my.tax.example.ir/cb",
         "post-logout redirect URIs: https://tax.example.ir/",
@@ -194,9 +195,10 @@ def test_clients_show_every_field(env):
     assert created.startswith("20")
     shown = json.loads(run_idp(env, "clients", "show", "tax", "--json").stdout)
     assert {k: shown[k] for k in ("name_fa", "allow_national_id", "sector", "token_endpoint_auth_method",
-                                  "trusted", "disabled_at")} == \
+                                  "trusted", "accepts_guardians", "disabled_at")} == \
         {"name_fa": "اظهارنامه‌ی مالیاتی", "allow_national_id": True, "sector": "tax.example.ir",
-         "token_endpoint_auth_method": "client_secret_post", "trusted": True, "disabled_at": None}
+         "token_endpoint_auth_method": "client_secret_post", "trusted": True, "accepts_guardians": True,
+         "disabled_at": None}
     assert shown["metadata"]["backchannel_logout_uri"] == "https://tax.example.ir/bc"
     assert shown["metadata"]["redirect_uris"] == ["https://tax.example.ir/cb", "https://my.tax.example.ir/cb"]
 
@@ -209,6 +211,7 @@ def test_clients_show_every_field(env):
     assert lines[3].startswith("status: disabled since 20")
     assert lines[5:] == [
         "trusted: no (citizens are asked for consent)",
+        "guardians: not accepted",
         "auth method: none",
         "redirect URIs: http://127.0.0.1:7/cb",
         "post-logout redirect URIs: (none)",

@@ -33,6 +33,7 @@ class ImportReport:
     seconds: float = 0.0
     columns: list[str] = field(default_factory=list)  # the columns the file holds
     sha256: str | None = None  # of the file's bytes as read
+    guardian_links: int | None = None  # links written, when the file has a guardian_national_id column
 
     @property
     def rows_per_second(self) -> float:
@@ -42,7 +43,8 @@ class ImportReport:
         return {"rows": self.rows, "loaded": self.loaded, "inserted": self.inserted, "updated": self.updated,
                 "unchanged": self.unchanged, "rejected": self.rejected, "seconds": round(self.seconds, 3),
                 "rows_per_second": self.rows_per_second, "report": self.report_path, "columns": self.columns,
-                "sha256": self.sha256, "rejections": self.rejections}
+                "sha256": self.sha256, "rejections": self.rejections,
+                **({} if self.guardian_links is None else {"guardian_links": self.guardian_links})}
 
 
 class Seen:

@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..platform import audit
 from ..platform.database import db
-from . import staging
+from . import guardians, staging
 from .import_report import ImportReport, Rejections, Seen
 from .records import (
     ABSENT,
@@ -67,6 +67,7 @@ class _Columns:
 
     def __init__(self):
         self.any, self.every = 0, sum(BIT.values())
+        self.guardians = False  # the file has a guardian_national_id column (or key)
 
     @property
     def names(self) -> list[str]:
@@ -140,8 +141,9 @@ def _is_json_lines(path: Path, fh) -> bool:
 
 
 def _json_rows(fh) -> Iterator[tuple[int, object]]:
-    """(line number, values in FIELDS order or a _Rejection) for each non-blank line. Each line
-    holds the keys it sets (ABSENT for the others); a key we do not know rejects its line."""
+    """(line number, (values in FIELDS order, guardians) or a _Rejection) for each non-blank
+    line. Each line holds the keys it sets (ABSENT for the others); a key we do not know rejects
+    its line."""
     known = frozenset(FIELDS)
     for number, line in enumerate(fh, 1):
         if not line or line.isspace():
@@ -154,10 +156,10 @@ def _json_rows(fh) -> Iterator[tuple[int, object]]:
         if not isinstance(obj, dict):
             yield number, _Rejection("not a JSON object")
             continue
-        if unknown := obj.keys() - known:
+        if unknown := obj.keys() - known - {guardians.COLUMN}:
             yield number, _Rejection(f"unknown keys: {_quoted(sorted(unknown))}")
             continue
-        yield number, [obj.get(name, ABSENT) for name in FIELDS]
+        yield number, ([obj.get(name, ABSENT) for name in FIELDS], obj.get(guardians.COLUMN, ABSENT))
 
 
 def _quoted(names: Iterable[str]) -> str:
@@ -170,21 +172,22 @@ def _csv_header(path: Path, header: list[str], columns: _Columns) -> list[str]:
     names = [h.strip().lower() for h in header]
     if "national_id" not in names:
         raise InvalidCitizen(f"{path}: the CSV header lacks national_id")
-    if unknown := [n for n in names if n not in FIELDS]:
+    if unknown := [n for n in names if n not in FIELDS and n != guardians.COLUMN]:
         raise InvalidCitizen(f"{path}: the CSV header has unknown columns {_quoted(unknown)} "
-                             f"(known: {', '.join(FIELDS)})")
+                             f"(known: {', '.join(FIELDS)}, {guardians.COLUMN})")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InvalidCitizen(f"{path}: the CSV header repeats {', '.join(repeated)}")
     if len(names) == 1:
         raise InvalidCitizen(f"{path}: the CSV header has no column besides national_id")
     columns.any |= sum(BIT[n] for n in names if n in BIT)
+    columns.guardians = guardians.COLUMN in names
     return names
 
 
 def _csv_rows(path: Path, fh, columns: _Columns) -> Iterator[tuple[int, object]]:
-    """(first line number of the row, values in FIELDS order or a _Rejection) per CSV record;
-    the columns the header lacks are ABSENT."""
+    """(first line number of the row, (values in FIELDS order, guardians) or a _Rejection) per
+    CSV record; the columns the header lacks are ABSENT."""
     reader = csv.reader(fh, strict=True)
     start = 1  # where the record being read begins
     try:
@@ -198,6 +201,7 @@ def _csv_rows(path: Path, fh, columns: _Columns) -> Iterator[tuple[int, object]]
         width = len(names)
         # Absent columns read the ABSENT appended at index `width`.
         pick = operator.itemgetter(*(names.index(n) if n in names else width for n in FIELDS))
+        guardian_at = names.index(guardians.COLUMN) if guardians.COLUMN in names else width
         start = reader.line_num + 1
         for row in reader:
             number, start = start, reader.line_num + 1
@@ -210,7 +214,7 @@ def _csv_rows(path: Path, fh, columns: _Columns) -> Iterator[tuple[int, object]]
                 # Too few fields would be read as empty values, which clear names: refused too.
                 yield number, _Rejection(f"{n} fields, the header has {width}")
                 continue
-            yield number, pick(row)
+            yield number, (pick(row), row[guardian_at])
     except csv.Error as exc:
         # A broken quote or the like: the file's structure is lost from here on, so the whole
         # file is refused rather than guessing where the following rows begin.
@@ -220,9 +224,9 @@ def _csv_rows(path: Path, fh, columns: _Columns) -> Iterator[tuple[int, object]]
 # ---- the import --------------------------------------------------------------------------------
 
 def _valid_rows(path: Path, fh, rejections: Rejections, report: ImportReport,
-                columns: _Columns) -> Iterator[tuple[int, tuple]]:
-    """Every row of the file validated; yields (line, clean tuple), records the rejected ones and
-    the columns the valid rows hold."""
+                columns: _Columns, links: list[guardians.RowLinks]) -> Iterator[tuple[int, tuple]]:
+    """Every row of the file validated; yields (line, clean tuple), records the rejected ones, the
+    columns the valid rows hold, and the guardians of the rows that name them (``links``)."""
     rows = _json_rows(fh) if _is_json_lines(path, fh) else _csv_rows(path, fh, columns)
     latest = latest_birth_date()
     seen = Seen()
@@ -232,14 +236,19 @@ def _valid_rows(path: Path, fh, rejections: Rejections, report: ImportReport,
             if isinstance(values, _Rejection):
                 rejections.add(number, str(values))
                 continue
+            values, named = values
             try:
                 clean = clean_values(values, latest)
+                row_links = None if named is ABSENT else guardians.row_links(number, clean[0], clean[2], named)
             except InvalidCitizen as exc:
                 rejections.add(number, str(exc))
                 continue
             if not seen.add(clean[0]):
                 rejections.add(number, "national_id: duplicate of an earlier row in this file")
                 continue
+            if row_links is not None:
+                columns.guardians = True
+                links.append(row_links)
             columns.any |= clean[7]
             columns.every &= clean[7]
             yield number, clean
@@ -261,23 +270,33 @@ def import_file(path: str | Path, report_path: str | Path | None = None) -> Impo
     fh, raw = _open(path)
     rejections = Rejections(report)
     columns = _Columns()
+    links: list[guardians.RowLinks] = []
     try:
         with fh, _database_errors():
             (staging.stage_postgres if db.engine.dialect.name == "postgresql" else staging.stage_sqlite)(
-                _valid_rows(path, fh, rejections, report, columns))
+                _valid_rows(path, fh, rejections, report, columns, links))
+            if links:  # before the merge: a row whose guardians are refused loads nothing
+                staging.drop_lines(guardians.check_rows(links, staging.STAGE, rejections))
             report.inserted, report.updated = staging.merge(columns, rejections)
+            if links:
+                report.guardian_links = guardians.apply_rows(links)
+            elif columns.guardians:
+                report.guardian_links = 0
         report.loaded = report.rows - report.rejected
         report.unchanged = report.loaded - report.inserted - report.updated
         report.columns, report.sha256 = columns.names, raw.sha256.hexdigest()
+        if columns.guardians:
+            report.columns.append(guardians.COLUMN)
         rejections.finish()
         if report_path is not None or report.rejected:
             destination = Path(report_path) if report_path is not None else path.with_name(path.name + ".rejected.csv")
             rejections.write(destination)
             report.report_path = str(destination)
+        linked = {"guardian_links": report.guardian_links} if columns.guardians else {}
         audit.record("registry_imported", commit=False, file=os.path.abspath(path), bytes=raw.hashed,
                      sha256=report.sha256, columns=report.columns, rows=report.rows, inserted=report.inserted,
                      updated=report.updated, unchanged=report.unchanged, rejected=report.rejected,
-                     **audit.operator())
+                     **linked, **audit.operator())
         db.session.commit()
     except BaseException:
         db.session.rollback()

@@ -1,5 +1,5 @@
 """The tables the citizens package owns: citizens, authentication events, the unique-adult
-counter. Only modules of this package run SQL on them."""
+counter, the guardians linked to minors. Only modules of this package run SQL on them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -76,6 +77,22 @@ class StatCounter(db.Model):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GuardianLink(db.Model):
+    """The registry's word that ``guardian_id`` is a guardian of ``minor_id`` (``idp citizens
+    link-guardian`` or an import's ``guardian_national_id`` column). The guardian may act for the
+    minor at agencies that accept it while the minor is under 18; the link needs no removal on
+    the 18th birthday (citizens.guardians checks the age at every use)."""
+
+    __tablename__ = "guardian_links"
+    __table_args__ = (UniqueConstraint("guardian_id", "minor_id", name="uq_guardian_links_pair"),
+                      Index("ix_guardian_links_minor", "minor_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    guardian_id: Mapped[int] = mapped_column(BigId, ForeignKey("citizens.id"))
+    minor_id: Mapped[int] = mapped_column(BigId, ForeignKey("citizens.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # ---- statistics rollups (issue 5): exact figures of closed days and months --------------------

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # annotations only: the importer imports this module
 
 # ---- the merge, the same on both databases -----------------------------------------------------
 
-_STAGE = "citizens_import"
+STAGE = _STAGE = "citizens_import"
 # Absent values are NULL here and their bit is clear in `present`; `line` is the row's line in
 # the file, for the rejections found only here.
 _STAGE_COLUMNS = """
@@ -84,6 +84,13 @@ def merge(columns: _Columns, rejections: Rejections) -> tuple[int, int]:
     inserted = session.execute(db.text(_INSERT.format(complete=complete)).bindparams(timed), now).rowcount
     session.execute(db.text(f"DROP TABLE {_STAGE}"))
     return inserted, updated
+
+
+def drop_lines(lines: list[int]) -> None:
+    """Take rows rejected after staging (by their line) out of the staged rows, before the merge."""
+    for start in range(0, len(lines), 500):
+        chunk = lines[start:start + 500]
+        db.session.execute(db.text(f"DELETE FROM {_STAGE} WHERE line IN ({', '.join(str(int(n)) for n in chunk)})"))
 
 
 # ---- staging: PostgreSQL -----------------------------------------------------------------------

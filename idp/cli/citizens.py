@@ -1,14 +1,19 @@
-"""``idp citizens``: add one citizen, or import the registry from CSV or JSON lines.
+"""``idp citizens``: add one citizen, import the registry from CSV or JSON lines, link a guardian
+to a minor.
 
 May import: idp.citizens, .common.
 """
 from __future__ import annotations
 
+import datetime as dt
+
 import click
 
+from ..citizens import guardians
 from ..citizens.importer import import_file
 from ..citizens.national_id import mask_mobile
 from ..citizens.records import add_citizen
+from ..platform import audit
 from ..platform.dates import parse_ymd
 from .common import Context, Output, json_output, pass_ctx
 
@@ -49,8 +54,14 @@ def citizens_add(obj: Context, national_id, mobile, birth_date, given_name, fami
 @pass_ctx
 def citizens_import(obj: Context, file, report_path):
     """Import citizens from CSV (header: national_id and any of mobile, birth_date, given_name,
-    family_name, given_name_latin, family_name_latin) or JSON lines (one object per line with
-    those keys), in one transaction, recorded as one registry_imported audit event.
+    family_name, given_name_latin, family_name_latin, guardian_national_id) or JSON lines (one
+    object per line with those keys), in one transaction, recorded as one registry_imported
+    audit event.
+
+    guardian_national_id names the row's guardians (national IDs separated by spaces or ";"):
+    where present it is the minor's whole list, so an empty value removes their links. A row
+    naming an unknown guardian, the row's own citizen, or given for someone 18 or older is
+    rejected.
 
     Only the columns the file holds are written: a column absent from the CSV header, or a key
     absent from a JSON line, keeps its value for a known citizen. An empty name in a present
@@ -78,3 +89,44 @@ def citizens_import(obj: Context, file, report_path):
         return r.as_dict(), "\n".join(lines)
     return Output(r.as_dict(), "\n".join(lines), exit_code=EXIT_ROWS_REJECTED,
                   note=f"idp: {r.rejected:,} of {r.rows:,} rows rejected, {r.loaded:,} imported; see {r.report_path}")
+
+
+def _guardian_command(obj: Context, guardian: str, minor: str, linking: bool):
+    with obj.app.app_context():
+        g, m, changed = (guardians.link if linking else guardians.unlink)(guardian, minor)
+        data = {"guardian": g.national_id, "minor": m.national_id, "minor_birth_date": m.birth_date.isoformat(),
+                "linked" if linking else "removed": changed}
+        if changed:
+            audit.record("guardian_linked" if linking else "guardian_unlinked", national_id=g.national_id,
+                         minor_fp=audit.fingerprint("nid", m.national_id), **audit.operator())
+    guardian_id, minor_id = data["guardian"], data["minor"]
+    if linking:
+        until = guardians.majority_day(dt.date.fromisoformat(data["minor_birth_date"])).isoformat()
+        text = (f"linked: {guardian_id} may act for {minor_id} until {until} (the 18th birthday)"
+                if changed else f"already linked: {guardian_id} to {minor_id}")
+    else:
+        text = f"unlinked: {guardian_id} from {minor_id}" if changed else \
+            f"not linked: {guardian_id} to {minor_id} (nothing to remove)"
+    return data, text
+
+
+@citizens.command("link-guardian")
+@click.option("--guardian", required=True, help="The guardian's national ID.")
+@click.option("--minor", required=True, help="The national ID of the minor (under 18 today).")
+@json_output
+@pass_ctx
+def citizens_link_guardian(obj: Context, guardian, minor):
+    """Let a guardian act for a minor at agencies that accept guardians, until the minor's 18th
+    birthday (the link then ends by itself)."""
+    return _guardian_command(obj, guardian, minor, linking=True)
+
+
+@citizens.command("unlink-guardian")
+@click.option("--guardian", required=True, help="The guardian's national ID.")
+@click.option("--minor", required=True, help="The minor's national ID.")
+@json_output
+@pass_ctx
+def citizens_unlink_guardian(obj: Context, guardian, minor):
+    """Remove a guardian's link to a minor: from now on the chooser no longer offers the minor
+    (a code already issued for them is refused at the token endpoint)."""
+    return _guardian_command(obj, guardian, minor, linking=False)

@@ -32,7 +32,8 @@ def _client_row(client) -> dict:
     return {"client_id": client.client_id, "name": client.name, "name_fa": client.name_fa,
             "redirect_uris": client.redirect_uris, "scope": client.scope,
             "token_endpoint_auth_method": client.token_endpoint_auth_method,
-            "trusted": client.trusted, "disabled": client.disabled_at is not None}
+            "trusted": client.trusted, "accepts_guardians": bool(client.accepts_guardians),
+            "disabled": client.disabled_at is not None}
 
 
 @clients.command("add")
@@ -55,11 +56,14 @@ def _client_row(client) -> dict:
                                "are on several hosts).")
 @click.option("--allow-national-id", is_flag=True, help="The client may receive the national_id scope.")
 @click.option("--trusted", is_flag=True, help="A government agency that needs no consent page.")
+@click.option("--accepts-guardians", is_flag=True,
+              help="A guardian may act here for a linked minor under 18 (tokens then carry act).")
 @click.option("--client-id", help="Choose the client_id (default: random).")
 @json_output
 @pass_ctx
 def clients_add(obj: Context, name, name_fa, redirect_uris, post_logout, scope, auth_method, public, jwks_uri,
-                jwks_file, backchannel_logout_uri, subject_type, sector, allow_national_id, trusted, client_id):
+                jwks_file, backchannel_logout_uri, subject_type, sector, allow_national_id, trusted, accepts_guardians,
+                client_id):
     """Register a client; prints client_id and client_secret once."""
     asked = scope.split()
     unknown = [s for s in asked if s not in SCOPES]
@@ -75,7 +79,8 @@ def clients_add(obj: Context, name, name_fa, redirect_uris, post_logout, scope, 
                                          public=public, trusted=trusted, client_id=client_id,
                                          auth_method=auth_method, jwks=jwks, jwks_uri=jwks_uri,
                                          backchannel_logout_uri=backchannel_logout_uri, subject_type=subject_type,
-                                         sector=sector, allow_national_id=allow_national_id)
+                                         sector=sector, allow_national_id=allow_national_id,
+                                         accepts_guardians=accepts_guardians)
         method = client.token_endpoint_auth_method
         audit.record("client_registered", client_id=client.client_id, auth_method=method)
         data = {"client_id": client.client_id, "client_secret": secret}
@@ -147,6 +152,8 @@ def _show_lines(data: dict) -> list[tuple[str, str]]:
         ("status", f"disabled since {disabled}" if disabled else "enabled"),
         ("created", data["created_at"] or "(unknown)"),
         ("trusted", "yes (no consent page)" if data["trusted"] else "no (citizens are asked for consent)"),
+        ("guardians", "accepted (a guardian may act for a linked minor; tokens carry act)"
+         if data.get("accepts_guardians") else "not accepted"),
         ("auth method", method + (" (a secret, stored hashed)" if data["has_secret"] else "")),
     ]
     if keys:

@@ -36,9 +36,11 @@ EVENTS = (
     "code_wrong_client", "code_replayed", "refresh_token_reused", "refresh_token_revoked", "revoked",
     # token exchange between agencies (RFC 8693)
     "token_exchanged", "token_exchange_refused",
+    # a guardian acting for a minor (both fingerprints: the guardian's as the subject, the minor's in details)
+    "guardian_acted", "guardian_act_refused",
     # operators
     "client_registered", "client_secret_rotated", "client_enabled", "client_disabled", "registry_imported",
-    "delegation_added", "delegation_changed", "delegation_removed",
+    "delegation_added", "delegation_changed", "delegation_removed", "guardian_linked", "guardian_unlinked",
 )
 
 

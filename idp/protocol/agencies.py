@@ -100,9 +100,10 @@ def register_client(name: str, redirect_uris: list[str], *, name_fa: str | None 
                     subject_type: str = "pairwise", auth_method: str | None = None,
                     jwks: dict[str, Any] | None = None, jwks_uri: str | None = None,
                     backchannel_logout_uri: str | None = None, sector: str | None = None,
-                    allow_national_id: bool = False) -> tuple[Client, str | None]:
+                    allow_national_id: bool = False, accepts_guardians: bool = False) -> tuple[Client, str | None]:
     """Create a client; returns it and its secret (None for a public or private_key_jwt client).
-    The secret is shown once. ``public`` is a synonym of ``auth_method="none"``."""
+    The secret is shown once. ``public`` is a synonym of ``auth_method="none"``. ``accepts_guardians``:
+    a guardian may act here for a linked minor (their tokens then carry ``act``)."""
     if not name.strip():
         raise InvalidClientMetadata("name: must not be empty")
     if public and auth_method not in (None, "none"):
@@ -169,6 +170,7 @@ def register_client(name: str, redirect_uris: list[str], *, name_fa: str | None 
         metadata["allow_national_id"] = True
     client = Client(
         client_id=client_id, name=name.strip(), name_fa=name_fa, trusted=trusted,
+        accepts_guardians=bool(accepts_guardians),
         client_secret_hash=hash_client_secret(secret) if secret else None,
         client_metadata=metadata,
         created_at=utcnow(),
@@ -218,7 +220,8 @@ def set_enabled(client: Client, enabled: bool) -> bool:
 def describe_client(client: Client) -> dict[str, Any]:
     """What an operator may see of a client: its metadata, never its secret hash."""
     return {"client_id": client.client_id, "name": client.name, "name_fa": client.name_fa,
-            "trusted": client.trusted, "has_secret": client.client_secret_hash is not None,
+            "trusted": client.trusted, "accepts_guardians": bool(client.accepts_guardians),
+            "has_secret": client.client_secret_hash is not None,
             "created_at": client.created_at.isoformat(timespec="seconds") if client.created_at else None,
             "disabled_at": client.disabled_at.isoformat(timespec="seconds") if client.disabled_at else None,
             "token_endpoint_auth_method": client.token_endpoint_auth_method,

@@ -8,8 +8,11 @@
         -> pause                the interaction is stored and the login's first page is the
                                 answer (no redirect to it); the login pages hand it back
                                 through after_login (no second validation, no rebuilt request)
-      must they consent?        consent.needed: decided here only
-        -> pause                the consent page, which comes back through /authorize/resume
+      for whom?                 a guardian at an agency that accepts guardians, with linked
+        -> pause                minors under 18 today: the chooser (protocol.acting), which comes
+                                back through /authorize/resume
+      must they consent?        consent.needed: decided here only (for the minor, when the
+        -> pause                guardian acts for one): the consent page, back through /authorize/resume
       finish                    the authentication is recorded (the one place), then the code
                                 goes to the validated redirect URI with state and iss
 
@@ -27,9 +30,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, make_response, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from ..citizens import counting
+from ..citizens import counting, guardians
 from ..citizens.directory import Citizen
-from ..platform import limits, metrics
+from ..platform import audit, limits, metrics
 from ..platform.database import utcnow
 from ..platform.errors import (
     BadAuthorizationRequest,
@@ -291,10 +294,15 @@ def proceed(paused: Interaction, session: Session | None, stored: bool) -> Respo
         if "none" in paused.prompt:
             raise ToClient(Refused("login_required"), paused.redirect_uri, paused.state)
         return _pause(paused, stored, "login.identify")
+    if client.accepts_guardians and not paused.guardian_chosen and "none" not in paused.prompt \
+            and guardians.minors_of(session.citizen.id):
+        # prompt=none cannot show the chooser: the guardian goes on as themselves
+        paused.sid = session.sid
+        return _pause(paused, stored, "acting.page")
     if paused.consent == "denied":
         raise ToClient(Refused("access_denied", "The citizen did not allow it"), paused.redirect_uri, paused.state)
-    if paused.consent != "granted" and consent.needs_consent(session.citizen.id, client, paused.scope,
-                                                            " ".join(paused.prompt)):
+    if paused.consent != "granted" and consent.needs_consent(paused.acting_for or session.citizen.id, client,
+                                                            paused.scope, " ".join(paused.prompt)):
         if "none" in paused.prompt:
             raise ToClient(Refused("consent_required"), paused.redirect_uri, paused.state)
         paused.sid = session.sid
@@ -336,13 +344,33 @@ def _finish(paused: Interaction, session: Session, client: Client | None) -> Res
     if client is None:
         response = redirect(paused.return_to, code=303)
     else:
+        subject, actor = session.citizen, None
+        if paused.acting_for is not None:
+            # the guardian acts for a linked minor: the code's subject is the minor, the guardian its
+            # actor; the minor is not counted as authenticated (the guardian was, above)
+            subject, actor = _minor_for(paused, session, client), session.citizen
         code = oauth.save_code(client.client_id, paused.redirect_uri, paused.scope, paused.nonce,
-                               paused.code_challenge, paused.code_challenge_method, session.citizen,
-                               session.auth_time, session.method, session.psid)
+                               paused.code_challenge, paused.code_challenge_method, subject,
+                               session.auth_time, session.method, session.psid, actor=actor)
         sessions.note_client(session, client.client_id, adult_counted=counted)
         response = _to_client(paused.redirect_uri, {"code": code, "state": paused.state})
     interaction.end(paused, response)
     return response
+
+
+def _minor_for(paused: Interaction, session: Session, client: Client) -> Citizen:
+    """The minor the guardian chose, checked again now (linked, under 18 today, an agency that
+    accepts guardians); audited for both. Otherwise access_denied for the agency."""
+    minor = guardians.may_act(session.citizen.id, paused.acting_for) if client.accepts_guardians else None
+    fps = oauth.guardian_fingerprints(session.citizen.id, paused.acting_for)
+    if minor is None:
+        audit.record("guardian_act_refused", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1],
+                     step="code")
+        raise ToClient(Refused("access_denied", "The guardian may not act for this citizen"), paused.redirect_uri,
+                       paused.state)
+    audit.record("guardian_acted", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1], step="code",
+                 scope=paused.scope)
+    return minor
 
 
 def _to_client(redirect_uri: str, params: dict[str, str | None]) -> Response:
@@ -394,6 +422,7 @@ def after_login(paused: Interaction, citizen: Citizen, method: str) -> Response:
     with store.deferred():  # the new session, the code, the counters, the end of the request: one round trip
         session, cookie = sessions.create(citizen, method)
         paused.sid, paused.logged_in, paused.login = session.sid, True, None
+        paused.guardian_chosen, paused.acting_for = False, None  # a choice belongs to whoever made it
         try:
             response = proceed(paused, session, stored=True)
         except ToClient as error:

@@ -213,7 +213,7 @@ def page():
     """List what the service asks for (new items marked) with Allow / Don't allow."""
     paused, session, client = _paused(request.args.get("r"))
     wanted = requested_scopes(client, paused.scope)
-    before = set(granted_scopes(session.citizen.id, client.client_id))
+    before = set(granted_scopes(paused.acting_for or session.citizen.id, client.client_id))
     public_sub = _public_sub(client)
     items = [{"scope": s, "text": describe(s, wanted, public_sub), "new": bool(before) and s not in before}
              for s in wanted]
@@ -227,6 +227,7 @@ def not_me():
     the same paused request back to the login's first page, where nobody is signed in yet."""
     paused, session, client = _paused(request.args.get("r"))
     paused.sid, paused.logged_in, paused.consent, paused.login = None, False, None, None
+    paused.guardian_chosen, paused.acting_for = False, None
     if not interaction.save(paused):
         raise InteractionGone()
     logout.end_session(session, reason="not_me", client_id=client.client_id)
@@ -246,7 +247,8 @@ def decide():
     national_id = person.national_id if person else None
     if decision == "approve":
         scope = " ".join(requested_scopes(client, paused.scope))
-        grant(session.citizen.id, client.client_id, scope)
+        # a guardian acting for a minor allows it for the minor, whose data it is
+        grant(paused.acting_for or session.citizen.id, client.client_id, scope)
         paused.consent = "granted"
         audit.record("consent_granted", national_id=national_id, client_id=client.client_id, scope=scope)
     else:

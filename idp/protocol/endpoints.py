@@ -6,7 +6,7 @@ import json
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..citizens import directory
+from ..citizens import directory, guardians
 from ..platform import metrics
 from ..platform.errors import json_error
 from ..platform.web import csrf
@@ -102,6 +102,13 @@ def userinfo():
     person = directory.profile(citizen_id) if isinstance(citizen_id, int) and client is not None else None
     if person is None:
         return _bearer_error(401, "invalid_token", "Unknown subject")
-    resp = jsonify(claims_for(person, client, claims["scope"]))
+    info = claims_for(person, client, claims["scope"])
+    if claims.get("idp_act_ref") is not None:
+        # a guardian acting for a minor: only while they still may (linked, the minor under 18)
+        guardian_id = open_ref(claims["idp_act_ref"])
+        if guardian_id is None or not client.accepts_guardians or guardians.may_act(guardian_id, person.id) is None:
+            return _bearer_error(401, "invalid_token", "The guardian may no longer act for this citizen")
+        info["act"] = claims["act"]
+    resp = jsonify(info)
     resp.headers["Cache-Control"] = "no-store"
     return resp

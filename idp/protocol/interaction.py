@@ -81,6 +81,9 @@ class Interaction:
     sid: str | None = None  # the SSO session this interaction goes on with (after a login or consent)
     logged_in: bool = False  # the person logged in during this interaction (in session ``sid``)
     consent: str | None = None  # granted | denied, once asked
+    # a guardian's choice (protocol.acting), at an agency that accepts guardians
+    guardian_chosen: bool = False  # the guardian answered the chooser
+    acting_for: int | None = None  # the linked minor's citizen id, when they chose to act for them
 
     @property
     def is_account_visit(self) -> bool:

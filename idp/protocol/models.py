@@ -44,6 +44,8 @@ class Client(db.Model):
     # grant_types, response_types, subject_type, sector_identifier, backchannel_logout_uri, ...
     client_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: a guardian may act here for a linked minor (the chooser after login; tokens with `act`)
+    accepts_guardians: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

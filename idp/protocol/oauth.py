@@ -34,7 +34,7 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oidc.core import OpenIDCode, UserInfo
 from authlib.oidc.core.models import AuthorizationCodeMixin
 
-from ..citizens import directory
+from ..citizens import directory, guardians
 from ..citizens.directory import Citizen
 from ..platform import audit
 from ..platform.keyring import keyring
@@ -62,6 +62,8 @@ class Principal:
     #: a token exchange's actor chain (RFC 8693 §4.1) and the latest expiry its subject token allows
     act: dict[str, Any] | None = None
     exp: int | None = None
+    #: a guardian acting for the (minor) citizen: the guardian's citizen id (``act`` names them)
+    actor_id: int | None = None
 
     def get_user_id(self) -> str:
         """Authlib's hook."""
@@ -84,16 +86,29 @@ def code_jti(code: str) -> str:
 
 
 def save_code(client_id: str, redirect_uri: str, scope: str, nonce: str | None, code_challenge: str,
-              code_challenge_method: str, citizen: Citizen, auth_time: int, method: str, sid: str) -> str:
+              code_challenge_method: str, citizen: Citizen, auth_time: int, method: str, sid: str,
+              actor: Citizen | None = None) -> str:
     """A new authorization code (RFC 6749 §4.1.2), kept in the store for [tokens] code_ttl
-    seconds with its grant; its nonce is marked used in the same round trip."""
+    seconds with its grant; its nonce is marked used in the same round trip. ``actor``: a
+    guardian acting for ``citizen`` (a minor), whose login ``auth_time`` and ``method`` are."""
     code = secrets.token_urlsafe(32)
-    store.put_code(code, {"client_id": client_id, "redirect_uri": redirect_uri, "scope": scope, "nonce": nonce,
-                          "code_challenge": code_challenge, "code_challenge_method": code_challenge_method,
-                          "citizen_id": citizen.id, "sk": citizen.subject_key, "bd": citizen.birth_date.isoformat(),
-                          "auth_time": auth_time, "method": method, "sid": sid},
-                   ttl=settings.tokens.code_ttl, nonce_ttl=settings.login.session_ttl)
+    data = {"client_id": client_id, "redirect_uri": redirect_uri, "scope": scope, "nonce": nonce,
+            "code_challenge": code_challenge, "code_challenge_method": code_challenge_method,
+            "citizen_id": citizen.id, "sk": citizen.subject_key, "bd": citizen.birth_date.isoformat(),
+            "auth_time": auth_time, "method": method, "sid": sid}
+    if actor is not None:
+        data["actor"] = {"id": actor.id, "sk": actor.subject_key, "bd": actor.birth_date.isoformat()}
+    store.put_code(code, data, ttl=settings.tokens.code_ttl, nonce_ttl=settings.login.session_ttl)
     return code
+
+
+def guardian_fingerprints(guardian_id: int, minor_id: int | None) -> tuple[str | None, str | None]:
+    """The audit fingerprints (of the national IDs) of a guardian and the minor they act for."""
+    found = []
+    for citizen_id in (guardian_id, minor_id):
+        person = directory.profile(citizen_id) if citizen_id is not None else None
+        found.append(audit.fingerprint("nid", person.national_id) if person else None)
+    return found[0], found[1]
 
 
 @dataclass
@@ -170,11 +185,27 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing to do: the code was consumed when it was looked up."""
 
     def authenticate_user(self, authorization_code: StoredCode) -> Principal:
-        """The citizen of the code (the code carries what the tokens need of them)."""
+        """The citizen of the code (the code carries what the tokens need of them). A guardian's
+        code for a minor is honoured only while the guardian may still act for them (linked,
+        the minor under 18 today, the agency accepting guardians): audited for both either way."""
         d = authorization_code.data
+        client = self.request.client
         citizen = Citizen(id=d["citizen_id"], subject_key=d["sk"], birth_date=dt.date.fromisoformat(d["bd"]))
-        return Principal(citizen, d["auth_time"], d["method"], d["sid"], subject_for(citizen, self.request.client),
-                         token_jti=code_jti(d["code"]))
+        principal = Principal(citizen, d["auth_time"], d["method"], d["sid"], subject_for(citizen, client),
+                              token_jti=code_jti(d["code"]))
+        actor = d.get("actor")
+        if actor is not None:
+            guardian = Citizen(id=actor["id"], subject_key=actor["sk"], birth_date=dt.date.fromisoformat(actor["bd"]))
+            fps = guardian_fingerprints(guardian.id, citizen.id)
+            if not client.accepts_guardians or guardians.may_act(guardian.id, citizen.id) is None:
+                audit.record("guardian_act_refused", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1],
+                             step="token")
+                raise InvalidGrantError("The guardian may no longer act for this citizen (18 or older today, or "
+                                        "no longer linked)")
+            principal.act, principal.actor_id = {"sub": subject_for(guardian, client)}, guardian.id
+            audit.record("guardian_acted", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1],
+                         step="token", scope=d["scope"])
+        return principal
 
 
 # ---- OpenID Connect: the ID token --------------------------------------------------------------
@@ -205,7 +236,10 @@ class OpenIDConnectCode(OpenIDCode):
     def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
         """Only `sub` and `sid`: the other claims come from userinfo (OIDC Core §5.4), so an ID
         token that travels as an id_token_hint in a logout URL carries no personal data."""
-        return UserInfo({"sub": user.sub, "sid": user.sid})
+        info = UserInfo({"sub": user.sub, "sid": user.sid})
+        if user.actor_id is not None:
+            info["act"] = user.act  # a guardian acting for the citizen (RFC 8693 §4.1)
+        return info
 
 
 # ---- access tokens (RFC 9068) ------------------------------------------------------------------
@@ -239,6 +273,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         claims = {"sub": user.sub, "sid": user.sid, "idp_ref": seal_ref(user.citizen.id)}
         if user.act is not None:
             claims["act"] = user.act
+        if user.actor_id is not None:
+            claims["idp_act_ref"] = seal_ref(user.actor_id)  # the guardian, for the provider's own use
         if user.exp is not None:
             claims["exp"] = user.exp
         return claims
@@ -251,7 +287,10 @@ def _save_token(token: dict, request) -> None:
     may have one (offline_access or client policy), and otherwise left out of the response."""
     refresh = token.get("refresh_token")
     old = getattr(request, "refresh_token", None)
-    if not refresh or not tokens.allowed(request.client, token.get("scope", "")):
+    # A guardian acting for a minor gets no refresh token: every new token then needs the
+    # guardian's login (or single sign-on) and the checks of the minor's age and link again.
+    acting = getattr(request.user, "actor_id", None) is not None
+    if not refresh or acting or not tokens.allowed(request.client, token.get("scope", "")):
         token.pop("refresh_token", None)
         if isinstance(old, RefreshToken):
             tokens.keep_claim()  # the old token's claim (tokens.claim) is kept all the same
@@ -387,6 +426,10 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             raise InvalidGrantError("subject_token was not issued to this client")
         if access_token_revoked(claims):
             raise InvalidGrantError("subject_token was revoked, or the citizen's session has ended")
+        if claims.get("idp_act_ref") is not None:
+            # the guardian's pairwise sub would travel to another agency, and the receiving agency
+            # was never checked for accepting guardians
+            raise InvalidGrantError("subject_token was issued to a guardian acting for a minor: it cannot be exchanged")
         depth = _actors(claims.get("act"))
         if depth < 0 or depth >= MAX_ACTORS:
             raise InvalidGrantError(f"subject_token has passed through too many agencies (at most {MAX_ACTORS})")

@@ -157,13 +157,15 @@ def provider(tmp_path_factory, redis_url):
 class LiveAgency:
     """The demo agency web app (clients/agency_web), a client of the provider, on its own port."""
 
-    def __init__(self, provider):
+    def __init__(self, provider, **client_options):
+        """``client_options``: more of the client's registration (``accepts_guardians=True``)."""
         from clients.agency_web import create_app as create_agency_web
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id, secret, _ = provider.add_client(
-            name="Ministry of Education", name_fa="وزارت آموزش و پرورش", redirect_uri=f"{self.url}/callback")
+            name="Ministry of Education", name_fa="وزارت آموزش و پرورش", redirect_uri=f"{self.url}/callback",
+            **client_options)
         app = create_agency_web({"AGENCY_ISSUER": provider.url, "AGENCY_CLIENT_ID": self.client_id,
                                  "AGENCY_CLIENT_SECRET": secret, "AGENCY_PORT": str(self.port),
                                  "AGENCY_KIND": "report-card", "AGENCY_SECRET_KEY": secrets.token_hex(32)})
