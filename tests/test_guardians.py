@@ -353,6 +353,16 @@ def test_acting_for_a_child(provider):
         "subject_token_type": "urn:ietf:params:oauth:token-type:access_token", "audience": other[0]})
     assert exchanged.status_code == 400 and exchanged.json()["error"] == "invalid_grant", exchanged.text
 
+    # the guardian's own record says what they did for which child, at which agency
+    record = browser.get(f"{provider.url}/account/record")
+    assert record.status_code == 200 and 'id="guardian-actions"' in record.text, record.text[:300]
+    section = record.text[record.text.index('id="guardian-actions"'):]
+    section = section[:section.index("</ol>")]
+    items = re.findall(r"<li>(.*?)</li>", section, re.S)
+    assert len(items) == 1, items  # one use (its code and token steps are one entry)
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", items[0])).split())
+    assert "سارا" in text and "School" in text and child[0][-3:] in ascii_digits(text) and child[0] not in text
+
 
 def test_it_ends_on_the_18th_birthday(provider):
     guardian, child, teen = _family(provider)

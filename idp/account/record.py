@@ -18,11 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
-from typing import Any
 
 from markupsafe import Markup
 
-from ..citizens.models import AuthEvent
+from ..citizens.models import AuthEvent, CitizenRow, GuardianLink
+from ..citizens.national_id import mask_national_id
 from ..platform.audit import AuditEvent, fingerprint
 from ..platform.database import db
 from ..platform.i18n import current_lang, digits, jdate, t
@@ -120,10 +120,32 @@ def live_sessions(citizen_id: int, current_sid: str) -> list[LiveSession]:
     return sorted(found, key=lambda s: (not s.this_device, -s.started.timestamp()))
 
 
-def guardian_actions(citizen_id: int) -> list[Any]:
-    """What this citizen, as a guardian, did for each linked minor (issue 15, item 2).
+@dataclass(frozen=True)
+class ForChild:
+    at: dt.datetime
+    agency: str
+    child: str  # the child's given name and masked national ID, or "" for a child no longer linked
 
-    Guardians are not part of the provider yet: nothing to show, and the page's section for it
-    stays hidden. When they are, this returns one entry per minor (the minor's masked name or ID,
-    and the agencies and times the guardian acted for them), and account/record.html shows them."""
-    return []
+
+def guardian_actions(guardian_id: int, national_id: str, count: int = SHOWN) -> list[ForChild]:
+    """What this citizen, as a guardian, did for their children: each time they acted for one at
+    an agency (the ``guardian_acted`` events of the code step, under the guardian's fingerprint),
+    newest first. A child is named from the guardian's own links; one unlinked since shows as ""."""
+    rows = db.session.execute(
+        db.select(AuditEvent.occurred_at, AuditEvent.client_id, AuditEvent.details)
+        .where(AuditEvent.event == "guardian_acted", AuditEvent.subject_fp == fingerprint("nid", national_id))
+        .order_by(AuditEvent.id.desc()).limit(count * 2)).all()  # a code step and a token step per use
+    if not rows:
+        return []
+    children = db.session.execute(
+        db.select(CitizenRow.national_id, CitizenRow.given_name)
+        .join(GuardianLink, GuardianLink.minor_id == CitizenRow.id)
+        .where(GuardianLink.guardian_id == guardian_id)).all()
+    named = {fingerprint("nid", nid): f"{given or ''} ({mask_national_id(nid)})".strip() for nid, given in children}
+    found = []
+    for at, client_id, details in rows:
+        details = details if isinstance(details, dict) else {}
+        if details.get("step") != "code":
+            continue
+        found.append(ForChild(at, agency_name(client_id or "-"), named.get(str(details.get("minor_fp")), "")))
+    return found[:count]

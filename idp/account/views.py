@@ -153,6 +153,6 @@ def record_page():
     return render_template("record.html", sign_ins=record.sign_ins(citizen_id),
                            exchanges=record.exchanges(person.national_id) if person else [],
                            live=record.live_sessions(citizen_id, session.sid),
-                           guardian=record.guardian_actions(citizen_id),
+                           guardian=record.guardian_actions(citizen_id, person.national_id) if person else [],
                            grants=consent.granted(citizen_id), describe=consent.describe, when=record.when,
                            withdrawn=request.args.get("withdrawn"), who=sessions.signed_in_as(session))
