@@ -148,8 +148,7 @@ def test_login_at_one_agency_then_single_sign_on_into_the_other(provider, agenci
 
     # The access token agency 1 received is accepted by the agency API.
     access_token = token_responses[first.client_id]["access_token"]
-    for env in ({"AGENCY_ISSUER": provider.url},
-                {"AGENCY_ISSUER": provider.url, "AGENCY_API_AUDIENCE": first.client_id}):
+    for env in ({"AGENCY_ISSUER": provider.url, "AGENCY_API_AUDIENCE": first.client_id},):
         api = create_agency_api(env).test_client()
         me = api.get("/api/me", headers={"Authorization": f"Bearer {access_token}"})
         assert me.status_code == 200, (me.status_code, me.headers.get("WWW-Authenticate"), me.get_data(True))
@@ -161,8 +160,11 @@ def test_login_at_one_agency_then_single_sign_on_into_the_other(provider, agenci
     api = create_agency_api({"AGENCY_ISSUER": provider.url, "AGENCY_API_AUDIENCE": second.client_id}).test_client()
     assert api.get("/api/me", headers={"Authorization": f"Bearer {access_token}"}).status_code == 401
     id_token = token_responses[first.client_id]["id_token"]
-    api = create_agency_api({"AGENCY_ISSUER": provider.url}).test_client()
+    api = create_agency_api({"AGENCY_ISSUER": provider.url, "AGENCY_API_AUDIENCE": first.client_id}).test_client()
     assert api.get("/api/me", headers={"Authorization": f"Bearer {id_token}"}).status_code == 401
+    # ...and an API that names no audience does not start (it would take any agency's token)
+    with pytest.raises(ValueError, match="AGENCY_API_AUDIENCE is required"):
+        create_agency_api({"AGENCY_ISSUER": provider.url})
 
 
 def test_an_agency_with_a_stale_secret_shows_a_plain_page_after_a_correct_code(provider, caplog):

@@ -26,7 +26,13 @@ def create_app(env: Mapping[str, str] | None = None, verifier: AccessTokenVerifi
         issuer = env.get("AGENCY_ISSUER", "").rstrip("/")
         if not issuer:
             raise ValueError("AGENCY_ISSUER is required, e.g. http://127.0.0.1:5000")
-        verifier = AccessTokenVerifier(issuer, audience=env.get("AGENCY_API_AUDIENCE") or None)
+        audience = env.get("AGENCY_API_AUDIENCE", "").strip()
+        if not audience:
+            # an API that took any client's token would take one minted for another agency
+            # (token substitution): it must name the client whose tokens it serves
+            raise ValueError("AGENCY_API_AUDIENCE is required: the client_id of the agency app whose tokens "
+                             "this API takes")
+        verifier = AccessTokenVerifier(issuer, audience=audience)
 
     app = Flask(__name__)
     app.extensions["access_token_verifier"] = verifier

@@ -96,7 +96,7 @@ def test_token_in_query_string_is_ignored(provider, api, sign):
 
 
 def test_description_is_stripped_of_forbidden_characters():
-    app = create_app(env={"AGENCY_ISSUER": "http://127.0.0.1:9"})
+    app = create_app(env={"AGENCY_ISSUER": "http://127.0.0.1:9", "AGENCY_API_AUDIENCE": "demo-app"})
     with app.test_request_context():
         header = challenge(401, "invalid_token", 'bad "quoted" \\ value — ü').headers["WWW-Authenticate"]
     match = CHALLENGE.match(header)
@@ -114,3 +114,9 @@ def test_unreachable_keys_are_a_server_problem(provider, api, sign):
 def test_issuer_is_required():
     with pytest.raises(ValueError, match="AGENCY_ISSUER"):
         create_app(env={})
+
+
+def test_audience_is_required():
+    """An API that took any client's token would take one minted for another agency."""
+    with pytest.raises(ValueError, match="AGENCY_API_AUDIENCE is required"):
+        create_app(env={"AGENCY_ISSUER": "http://127.0.0.1:9"})
