@@ -346,6 +346,19 @@ def test_acting_for_a_child(provider):
         ("code", _fp(provider, guardian[0]), _fp(provider, child[0]), school[0]),
         ("token", _fp(provider, guardian[0]), _fp(provider, child[0]), school[0])]
 
+    # at an agency that asks for consent, the guardian answers for the child, and the page says so
+    clinic = provider.add_client(name="Clinic", accepts_guardians=True, trusted=False, scope="openid profile")
+    page = browser.follow(browser.get(browser.authorize_url(clinic[0], clinic[2])), clinic[2])
+    value = next(v for k, v in _choices(page).items() if "سارا" in k)
+    consent_page = browser.follow(browser.submit(page, {"as": value}), clinic[2])
+    assert 'id="for-child"' in consent_page.text, consent_page.text[:400]
+    for_child = consent_page.text[consent_page.text.index('id="for-child"'):]
+    for_child = ascii_digits(unescape(for_child[:for_child.index("</p>")]))
+    assert "سارا" in for_child and f"*******{child[0][-3:]}" in for_child and child[0] not in for_child
+    own = browser.follow(browser.get(browser.authorize_url(clinic[0], clinic[2])), clinic[2])
+    own = browser.follow(browser.submit(own, {"as": "self"}), clinic[2])
+    assert 'name="decision"' in own.text and 'id="for-child"' not in own.text, "answering for oneself"
+
     # the guardian's token cannot be exchanged for another agency's (the guardian's sub would travel)
     other = provider.add_client(name="Other")
     exchanged = requests.post(f"{provider.url}/token", auth=(school[0], school[1]), timeout=10, data={

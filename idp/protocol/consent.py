@@ -30,6 +30,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
 from ..citizens import directory
+from ..citizens.national_id import mask_national_id
 from ..platform import audit
 from ..platform.database import db, utcnow
 from ..platform.errors import InteractionGone
@@ -218,7 +219,16 @@ def page():
     items = [{"scope": s, "text": describe(s, wanted, public_sub), "new": bool(before) and s not in before}
              for s in wanted]
     return render_template("consent.html", rid=paused.id, client_name=clients.display_name(client, current_lang()),
-                           items=items, asked_before=bool(before), who=sessions.signed_in_as(session))
+                           items=items, asked_before=bool(before), who=sessions.signed_in_as(session),
+                           for_child=_child(paused.acting_for))
+
+
+def _child(citizen_id: int | None) -> str | None:
+    """The child a guardian is answering for (the given name and the national ID masked), or None."""
+    person = directory.profile(citizen_id) if citizen_id is not None else None
+    if person is None:
+        return None
+    return f"{person.given_name or ''} ({mask_national_id(person.national_id)})".strip()
 
 
 @bp.post("/not-me")
