@@ -19,7 +19,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from ..citizens import guardians
 from ..platform.errors import InteractionGone
-from ..platform.i18n import current_lang, use_ui_locales
+from ..platform.i18n import current_lang
 from ..platform.settings import settings
 from . import clients, interaction, sessions
 from .interaction import Interaction
@@ -38,13 +38,8 @@ def choice_value(paused: Interaction, citizen_id: int) -> str:
 def _paused(rid: str | None) -> tuple[Interaction, Session, Client]:
     """The paused request of this browser and signed-in guardian at an agency that accepts
     guardians, or the 'start again' page."""
-    paused = interaction.load(rid)
-    session = sessions.current()
-    if paused is None or session is None or paused.is_account_visit or paused.sid != session.sid:
-        raise InteractionGone()
-    use_ui_locales(paused.ui_locales)
-    client = clients.find(paused.client_id)
-    if client is None or not client.accepts_guardians:
+    paused, session, client = sessions.paused_here(rid)
+    if not client.accepts_guardians:
         raise InteractionGone()
     return paused, session, client
 

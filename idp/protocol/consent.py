@@ -34,11 +34,9 @@ from ..citizens.national_id import mask_national_id
 from ..platform import audit
 from ..platform.database import db, utcnow
 from ..platform.errors import InteractionGone
-from ..platform.i18n import N_, current_lang, t, use_ui_locales
+from ..platform.i18n import N_, current_lang, t
 from . import clients, interaction, logout, sessions
-from .interaction import Interaction
 from .models import Client, Consent, RefreshToken
-from .sessions import Session
 from .subjects import AGE_OVER
 
 bp = Blueprint("consent", __name__, url_prefix="/consent")
@@ -196,23 +194,10 @@ _CLAIM_KEYS = {"profile": N_("consent.claim.profile"), "phone": N_("consent.clai
 
 # ---- the page ----------------------------------------------------------------------------------
 
-def _paused(rid: str | None) -> tuple[Interaction, Session, Client]:
-    """The paused request of this browser and signed-in citizen, or the 'start again' page."""
-    paused = interaction.load(rid)
-    session = sessions.current()
-    if paused is None or session is None or paused.is_account_visit or paused.sid != session.sid:
-        raise InteractionGone()
-    use_ui_locales(paused.ui_locales)
-    client = clients.find(paused.client_id)
-    if client is None:
-        raise InteractionGone()
-    return paused, session, client
-
-
 @bp.get("")
 def page():
     """List what the service asks for (new items marked) with Allow / Don't allow."""
-    paused, session, client = _paused(request.args.get("r"))
+    paused, session, client = sessions.paused_here(request.args.get("r"))
     wanted = requested_scopes(client, paused.scope)
     before = set(granted_scopes(paused.acting_for or session.citizen.id, client.client_id))
     public_sub = _public_sub(client)
@@ -235,7 +220,7 @@ def _child(citizen_id: int | None) -> str | None:
 def not_me():
     """"Not you?": end this browser's session (its agencies are told, as at any logout) and take
     the same paused request back to the login's first page, where nobody is signed in yet."""
-    paused, session, client = _paused(request.args.get("r"))
+    paused, session, client = sessions.paused_here(request.args.get("r"))
     paused.sid, paused.logged_in, paused.consent, paused.login = None, False, None, None
     paused.guardian_chosen, paused.acting_for = False, None
     if not interaction.save(paused):
@@ -249,7 +234,7 @@ def not_me():
 @bp.post("")
 def decide():
     """Record the answer in the interaction and go back to /authorize/resume."""
-    paused, session, client = _paused(request.args.get("r"))
+    paused, session, client = sessions.paused_here(request.args.get("r"))
     decision = request.form.get("decision")
     if decision not in ("approve", "deny"):
         abort(400)

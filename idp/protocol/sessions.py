@@ -24,8 +24,13 @@ from flask import session as flask_session
 from ..citizens import directory
 from ..citizens.directory import Citizen
 from ..citizens.national_id import mask_national_id
+from ..platform.errors import InteractionGone
+from ..platform.i18n import use_ui_locales
 from ..platform.settings import settings
 from ..platform.store import store
+from . import clients, interaction
+from .interaction import Interaction
+from .models import Client
 
 SSO_COOKIE = "idp_sso"
 
@@ -142,3 +147,18 @@ def note_client(session: Session, client_id: str, adult_counted: bool = False) -
 def forget_cookie(response: Response) -> None:
     """Clear the browser's session cookie (the session itself is ended by logout.py)."""
     response.delete_cookie(SSO_COOKIE, path="/", secure=settings.is_https, httponly=True, samesite="Lax")
+
+
+def paused_here(rid: str | None) -> tuple[Interaction, Session, Client]:
+    """The paused request ``rid`` of this browser's signed-in citizen, in its language, with its
+    client (the pages that pause a request after the login: consent, the guardian's chooser), or
+    the 'start again' page."""
+    paused = interaction.load(rid)
+    session = current()
+    if paused is None or session is None or paused.is_account_visit or paused.sid != session.sid:
+        raise InteractionGone()
+    use_ui_locales(paused.ui_locales)
+    client = clients.find(paused.client_id)
+    if client is None:
+        raise InteractionGone()
+    return paused, session, client
