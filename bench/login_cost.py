@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import cProfile
 import hashlib
 import json
 import logging
 import os
+import pstats
 import re
 import secrets
 import statistics
@@ -52,6 +54,8 @@ def main() -> None:
     ap.add_argument("--logins", type=int, default=200, help="full logins measured (default 200)")
     ap.add_argument("--limits", choices=["on", "off"], default="off")
     ap.add_argument("--json", dest="json_out", help="also write the medians here")
+    ap.add_argument("--profile", metavar="DIR", help="also write a cProfile of each step (pstats files) and print "
+                    "each step's self time by package")
     args = ap.parse_args()
     if not 1 <= args.logins <= 5000:
         ap.error("--logins: 1-5000")
@@ -64,7 +68,7 @@ def main() -> None:
     import idp
     from idp.citizens.national_id import make_national_id
     from idp.citizens.records import add_citizen
-    from idp.platform import keys
+    from idp.platform import database, keys
     from idp.platform.database import db, upgrade_database
     from idp.platform.settings import load_settings
     from idp.protocol.agencies import register_client
@@ -103,7 +107,7 @@ def main() -> None:
                          "first_adult_authenticated_at = now() - interval '1 day'")
             conn.execute("UPDATE stat_counters SET value = (SELECT count(*) FROM citizens) WHERE name = 'unique_adults'")
 
-        counts = {"on": False, "c": Counter()}
+        counts = {"on": False, "c": Counter(), "step": ""}
         original_send = AbstractConnection.send_packed_command
 
         main_thread = threading.get_ident()  # the sender thread's work is not a step's
@@ -133,6 +137,17 @@ def main() -> None:
             return original_command(self, *a, **k)
 
         psycopg.Connection._exec_command = exec_command
+        if hasattr(database, "_Direct"):  # PostgreSQL's hot statements, straight through psycopg
+            original_direct = database._Direct.run
+
+            def direct(self, plan, params, in_session):
+                if counts["on"] and threading.get_ident() == main_thread:
+                    counts["c"]["sql"] += 1
+                    if not in_session and plan.sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+                        counts["c"]["commit"] += 1  # a write in autocommit commits alone
+                return original_direct(self, plan, params, in_session)
+
+            database._Direct.run = direct
         event.listen(engine, "before_cursor_execute", statement)
         event.listen(engine, "commit", commit)
 
@@ -143,16 +158,24 @@ def main() -> None:
 
         inner = app.wsgi_app
 
+        profiles: dict[str, cProfile.Profile] = {}
+
         def timed_app(environ, start_response):  # the app's own CPU, not the test client's
+            profile = profiles.setdefault(counts["step"], cProfile.Profile(time.thread_time)) if args.profile else None
             t0 = time.thread_time()
+            if profile:
+                profile.enable()
             try:
                 return inner(environ, start_response)
             finally:
+                if profile:
+                    profile.disable()
                 counts["cpu"] += time.thread_time() - t0
 
         app.wsgi_app = timed_app
 
         def measured(step, call):
+            counts["step"] = step
             counts["c"] = Counter()
             counts["cpu"] = 0.0
             counts["on"] = True
@@ -165,7 +188,8 @@ def main() -> None:
         def last_code(mobile: str, after: int) -> str:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:  # the sender thread writes it after the answer
-                lines = outbox.read_text(encoding="utf-8").splitlines() if outbox.exists() else []
+                text = outbox.read_text(encoding="utf-8") if outbox.exists() else ""
+                lines = text[:text.rfind("\n") + 1].splitlines()  # not a line the sender is still writing
                 for line in reversed(lines[after:]):
                     record = json.loads(line)
                     if record["to"] == mobile:
@@ -234,6 +258,8 @@ def main() -> None:
         total = {k: sum(medians[s][k] for s in LOGIN) for k in ("cpu_ms", "store", "sql", "commits", "db_trips")}
         print(f"{'a login (first 5 steps)':24} {total['cpu_ms']:7.2f} {total['store']:6.0f} {total['sql']:4.0f} "
               f"{total['commits']:8.0f} {total['db_trips']:9.0f}")
+        if args.profile:
+            print_profiles(profiles, Path(args.profile))
         if args.json_out:
             Path(args.json_out).write_text(json.dumps({"steps": medians, "login": total}, indent=1))
     finally:
@@ -247,6 +273,34 @@ def main() -> None:
             pass
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+def package_of(filename: str) -> str:
+    """The package a function's file belongs to: idp's modules by subpackage, others by top name."""
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins (C)"
+    parts = Path(filename).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    if "idp" in parts:
+        i = len(parts) - 1 - parts[::-1].index("idp")
+        return "/".join(parts[i:i + 2]).removesuffix(".py")
+    return "stdlib: " + Path(filename).stem
+
+
+def print_profiles(profiles: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for step, profile in profiles.items():
+        name = re.sub(r"[^a-z]+", "-", step.lower()).strip("-")
+        profile.dump_stats(out / f"{name}.pstats")
+        stats = pstats.Stats(profile)
+        by_package: Counter = Counter()
+        for (filename, _line, _func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+            by_package[package_of(filename)] += tottime
+        total = sum(by_package.values()) or 1
+        print(f"\n{step}: self time by package ({out / name}.pstats)")
+        for package, t in by_package.most_common(12):
+            print(f"  {package:34} {100 * t / total:5.1f} %")
 
 
 if __name__ == "__main__":

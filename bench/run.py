@@ -686,10 +686,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=200,
                     help="codes collected (untimed) before each timed batch of exchanges (default 200)")
     ap.add_argument("--citizens", type=int, default=2000, help="citizens registered (default 2000)")
-    ap.add_argument("--workers", type=int, default=0, help="worker processes (default 0: one per core, as idp serve)")
+    ap.add_argument("--workers", type=int, default=0, help="worker processes (default 0: two per core, as idp serve)")
     ap.add_argument("--threads", type=int, default=16, help="threads per worker (default 16, as idp serve)")
-    ap.add_argument("--turns", type=int, default=4,
-                    help="requests a worker runs at once, [server] concurrency (default 4, as idp serve)")
+    ap.add_argument("--turns", type=int, default=1,
+                    help="requests a worker runs at once, [server] concurrency (default 1, as idp serve)")
     ap.add_argument("--pool-size", type=int, default=10, help="database pool per worker (default 10)")
     ap.add_argument("--first-logins", action="store_true",
                     help="citizens who never logged in (default: each logged in once, yesterday)")
@@ -711,7 +711,7 @@ def main() -> int:
     asked = [w.strip() for w in args.only.split(",") if w.strip()]
     args.only = [w for w in WORKLOADS if w in asked]  # in this order: later workloads use earlier tokens
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    args.workers = args.workers or os.cpu_count() or 1  # as idp serve: one per core
+    args.workers = args.workers or 2 * (os.cpu_count() or 1)  # as idp serve: two per core
     bad = [w for w in asked if w not in WORKLOADS] + [s for s in args.servers if s not in SERVERS]
     bad += ["--servers twice the same"] if len(set(args.servers)) != len(args.servers) else []
     if bad or not 1 <= args.concurrency <= 512 or not 1 <= args.duration <= 300 or args.requests < 1:

@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, require_keys: bool = True) -> F
     for blueprint in (discovery.bp, authorize.bp, endpoints.bp, login_pages.bp, account_pages.bp, consent.bp,
                       acting.bp, logout.bp):
         app.register_blueprint(blueprint)
-    app.wsgi_app = web.SecurityHeaders(discovery.PublishedDocuments(app.wsgi_app, app))
+    app.wsgi_app = web.SecurityHeaders(discovery.PublishedDocuments(endpoints.ResourceEndpoints(app.wsgi_app, app), app))
     if settings.server.proxy_hops:  # outermost: what runs inside sees the forwarded host and scheme
         hops = settings.server.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -99,7 +99,7 @@ class Node:
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the node answers and has forked all its workers."""
         deadline = time.monotonic() + timeout
-        expected = int(self.deployment.env["IDP_SERVER_WORKERS"]) or os.cpu_count()  # 0: one per core
+        expected = int(self.deployment.env["IDP_SERVER_WORKERS"]) or 2 * os.cpu_count()  # 0: two per core
         while True:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=3).status_code == 200 \

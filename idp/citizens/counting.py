@@ -11,7 +11,7 @@ import zoneinfo
 
 from sqlalchemy import bindparam, func, insert, update
 
-from ..platform.database import db, utcnow
+from ..platform.database import db, execute, utcnow
 from ..platform.settings import settings
 from ..platform.store import store
 from .directory import Citizen
@@ -66,15 +66,15 @@ def record_authentication(citizen: Citizen, client_id: str, method: str, sso: bo
     cid = citizen.id
     new_adult = False
     try:
-        db.session.execute(_SEEN, {"p_cid": cid, "p_at": at})
+        execute(_SEEN, {"p_cid": cid, "p_at": at})
         if adult and not citizen.adult_counted:
-            new_adult = db.session.execute(_FIRST_ADULT, {"p_cid": cid, "p_at": at}).rowcount == 1
-        db.session.execute(_EVENT, {"occurred_at": at, "citizen_id": cid, "client_id": client_id, "method": method,
+            new_adult = execute(_FIRST_ADULT, {"p_cid": cid, "p_at": at}).rowcount == 1
+        execute(_EVENT, {"occurred_at": at, "citizen_id": cid, "client_id": client_id, "method": method,
                                     "sso": sso, "adult": adult})
         if new_adult:
             # The counter's row is the one every first login shares: its lock is held from this
             # UPDATE to the end of the commit, so the other writes go first and it comes last.
-            db.session.execute(_COUNT_ADULT)
+            execute(_COUNT_ADULT)
         db.session.commit()
     except Exception:
         db.session.rollback()

@@ -105,15 +105,21 @@ def refuse_development_settings(settings: Settings) -> None:
         click.echo("idp serve: WARNING: rate limits are OFF ([limits] enabled = false)", err=True)
 
 
+def worker_count(server) -> int:
+    """``[server] workers``, or two per CPU core: each runs one request at a time (``concurrency``),
+    so while one waits for PostgreSQL or Redis the other keeps the core busy (bench/README.md)."""
+    return server.workers or 2 * (os.cpu_count() or 1)
+
+
 def run_production(settings: Settings) -> None:
     """Build the app once, then fork ``[server] workers`` granian workers that serve it."""
     refuse_development_settings(settings)
     server = settings.server
     host = urlsplit(server.issuer).hostname or ""
     click.echo(f"idp serve: issuer {server.issuer} on {server.bind} ({host}), "
-               f"{server.workers or os.cpu_count() or 1} workers x {server.threads} threads "
+               f"{worker_count(server)} workers x {server.threads} threads "
                f"({server.concurrency} running at once)", err=True)
-    workers = server.workers or os.cpu_count() or 1
+    workers = worker_count(server)
     per_worker = -(-server.max_connections // workers)
     raise_open_files_limit(per_worker + 2 * settings.database.pool_size + 64)
     prepare_multiprocess(settings)  # before the app is built: the workers share metric files

@@ -19,7 +19,7 @@ from flask import has_request_context, request
 from sqlalchemy import JSON, Index, String, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .database import BigId, UTCDateTime, db, utcnow, write_now
+from .database import BigId, UTCDateTime, db, execute, utcnow, write_now
 from .settings import settings
 
 log = logging.getLogger("idp.audit")
@@ -105,7 +105,7 @@ def record(event: str, *, national_id: str | None = None, subject_fp: str | None
     if commit:
         write_now(_INSERT, row)
     else:
-        db.session.execute(_INSERT, row)
+        execute(_INSERT, row)
     log.info("audit %s client=%s subject=%s %s", event, client_id, subject_fp, details)
 
 

@@ -126,15 +126,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "encryption of authenticator-app secrets. Changing it logs everyone out and changes\n"
                           "every pairwise `sub`: keep it stable and secret. `idp config secret` prints a new one.",
                           _long_secret, secret=True),
-        "workers": Key(int, 0, "Worker processes of idp serve; 0 = one per CPU core (measured best: bench/README.md).",
+        "workers": Key(int, 0, "Worker processes of idp serve; 0 = two per CPU core (measured best: bench/README.md).",
                        _at_least(0)),
         "threads": Key(int, 16, "Python threads per worker that take requests (granian's blocking threads).\n"
                        "Connections are read and written by granian's Rust runtime, not by these threads,\n"
                        "so slow or idle clients never hold one; a request whose body is still arriving\n"
                        "does, until the body is in (docs/deployment.md).", _at_least(1)),
-        "concurrency": Key(int, 4, "Requests of a worker that run the app at once, once their body is in; the others\n"
-                           "wait for a turn. More than a few cost throughput: the threads of a worker take\n"
-                           "turns on one interpreter lock (bench/README.md).", _at_least(1)),
+        "concurrency": Key(int, 1, "Requests of a worker that run the app at once, once their body is in; the others\n"
+                           "wait for a turn. More cost throughput: the threads of a worker take turns on one\n"
+                           "interpreter lock, so a node runs more workers instead (bench/README.md).", _at_least(1)),
         "header_timeout": Key(int, 10,
                               "Seconds a client has to send a request's headers, from the moment its connection\n"
                               "opened or its previous response ended; a client that has not sent them all by then\n"

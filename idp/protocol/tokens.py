@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, insert, update
 
 from ..citizens.directory import Citizen, citizen_columns
 from ..platform import audit
-from ..platform.database import db, utcnow, write_now
+from ..platform.database import db, execute, utcnow, write_now
 from ..platform.settings import settings
 from ..platform.store import store
 from .models import Client, RefreshToken
@@ -97,7 +97,7 @@ def claim(token: str, client: Client) -> RefreshToken | None:
     if not isinstance(token, str) or len(token) > 256:
         return None
     now = utcnow()
-    claimed = db.session.execute(_CLAIM, {"p_hash": hash_token(token), "p_client": client.client_id,
+    claimed = execute(_CLAIM, {"p_hash": hash_token(token), "p_client": client.client_id,
                                           "p_now": now}).mappings().one_or_none()
     if claimed is not None:
         # a read-only copy, in no session: the commit cannot expire it
