@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import jdatetime
@@ -96,15 +97,26 @@ def use_ui_locales(ui_locales: str | None) -> None:
             return
 
 
+#: Flask-Babel's catalogue of each language, as it gave it the first time: the files do not change
+#: while a process runs, and asking it again per request cost a Babel locale parse each time.
+_catalogues: dict[str, Any] = {}
+
+
 def _catalogue():
     """This request's catalogue: Flask-Babel's (read once per process and language), kept on ``g`` so that
     the many messages of a page cost a dictionary look-up each, not Flask-Babel's locale resolution."""
     try:
         return g._idp_catalogue
     except AttributeError:
-        current_lang()  # before Flask-Babel looks: it takes an empty ``g`` for "no request" (and no catalogue)
-        g._idp_catalogue = get_translations()
-        return g._idp_catalogue
+        # before Flask-Babel looks: it takes an empty ``g`` for "no request" (and no catalogue)
+        lang = current_lang()
+        catalogue = _catalogues.get(lang)
+        if catalogue is None:
+            catalogue = get_translations()
+            if catalogue.files:  # a catalogue actually read (not the empty one of a missing file)
+                _catalogues[lang] = catalogue
+        g._idp_catalogue = catalogue
+        return catalogue
 
 
 def digits(text: object) -> str:
