@@ -197,11 +197,10 @@ class _Direct:
     def run(self, plan: _Plan, params, in_session: bool) -> _Result:
         """Run the plan: in the session's transaction, or alone on an autocommit connection."""
         values = self.values(plan, params)
-        session_conn = db.session.connection() if in_session else None
-        conn = session_conn.connection.driver_connection if in_session else self._take()
+        session_conn, conn = self._in_session() if in_session else (None, self._take())
         try:
             cursor = conn.execute(plan.sql, values, prepare=True)
-            rows = cursor.fetchall() if cursor.description is not None else []
+            rows = cursor.fetchall() if cursor.rownumber is not None else []  # (``description`` builds columns)
             rowcount = cursor.rowcount
         except psycopg.Error as error:
             lost = conn.broken or conn.closed or getattr(error, "sqlstate", None) == "25006" \
@@ -221,6 +220,21 @@ class _Direct:
         if rows and any(results):
             rows = [tuple(p(v) if p is not None else v for p, v in zip(results, row)) for row in rows]
         return _Result(rows, rowcount, plan.keys)
+
+    @staticmethod
+    def _in_session():
+        """The session's connection (SQLAlchemy's and psycopg's), its transaction begun: asked of
+        the session once per transaction (each ask walks its state machine), then kept in its
+        ``info`` with the transaction it belongs to."""
+        session = db.session()
+        transaction = session.get_transaction()
+        kept = session.info.get("idp_direct")
+        if kept is not None and transaction is not None and kept[0] is transaction and transaction.is_active:
+            return kept[1], kept[2]
+        session_conn = session.connection()
+        driver = session_conn.connection.driver_connection
+        session.info["idp_direct"] = (session.get_transaction(), session_conn, driver)
+        return session_conn, driver
 
     def _take(self):
         if self.pid != os.getpid():  # a forked worker: its parent's connections are not its own
