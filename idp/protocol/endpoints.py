@@ -158,8 +158,8 @@ class ResourceEndpoints:
 
     Anything else goes on to Flask: another method, a token in a form, a query string such as
     ``?lang=``, another host, a client that does not authenticate exactly so (a wrong secret is
-    refused by the view, as before), a token of another client, a body with anything but
-    ``token`` and ``token_type_hint`` once each. An exception on the way (the database or the
+    refused by the view, as before), a refresh token, a body with anything but ``token`` and
+    ``token_type_hint`` once each. (A token of another client is inactive here, as there.) An exception on the way (the database or the
     store away) is answered by the app's error handlers, as it would be in the view (errors.py:
     a 503). Sits inside web.SecurityHeaders, which adds the security headers here as everywhere."""
 
