@@ -68,7 +68,7 @@ def main() -> None:
     import idp
     from idp.citizens.national_id import make_national_id
     from idp.citizens.records import add_citizen
-    from idp.platform import database, keys
+    from idp.platform import keys
     from idp.platform.database import db, upgrade_database
     from idp.platform.settings import load_settings
     from idp.protocol.agencies import register_client
@@ -137,17 +137,21 @@ def main() -> None:
             return original_command(self, *a, **k)
 
         psycopg.Connection._exec_command = exec_command
-        if hasattr(database, "_Direct"):  # PostgreSQL's hot statements, straight through psycopg
-            original_direct = database._Direct.run
+        try:  # PostgreSQL's hot statements straight through psycopg (trees since this round)
+            from idp.platform import direct as direct_sql
+        except ImportError:
+            direct_sql = None
+        if direct_sql is not None:  # PostgreSQL's hot statements, straight through psycopg
+            original_direct = direct_sql.Direct.run
 
-            def direct(self, plan, params, in_session):
+            def direct(self, plan, params, session=None):
                 if counts["on"] and threading.get_ident() == main_thread:
                     counts["c"]["sql"] += 1
-                    if not in_session and plan.sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+                    if session is None and plan.sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
                         counts["c"]["commit"] += 1  # a write in autocommit commits alone
-                return original_direct(self, plan, params, in_session)
+                return original_direct(self, plan, params, session)
 
-            database._Direct.run = direct
+            direct_sql.Direct.run = direct
         event.listen(engine, "before_cursor_execute", statement)
         event.listen(engine, "commit", commit)
 

@@ -21,7 +21,7 @@ import requests
 from redis.connection import AbstractConnection
 from sqlalchemy import event
 
-from idp.platform import database
+from idp.platform import direct as direct_sql
 from idp.platform.database import db
 
 from .conftest import GENEROUS_IP_LIMITS, _reset_postgres, start_provider
@@ -119,15 +119,15 @@ def metered(request, tmp_path_factory, redis_url):
                 sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
             meter.add("commit")
 
-    original_direct = database._Direct.run
+    original_direct = direct_sql.Direct.run
 
-    def direct(self, plan, params, in_session):  # PostgreSQL's hot statements, straight through psycopg
+    def direct(self, plan, params, session=None):  # PostgreSQL's hot statements, straight through psycopg
         meter.add("sql")
-        if not in_session and plan.sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+        if session is None and plan.sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
             meter.add("commit")  # a write in autocommit: a commit of its own
-        return original_direct(self, plan, params, in_session)
+        return original_direct(self, plan, params, session)
 
-    database._Direct.run = direct
+    direct_sql.Direct.run = direct
     listeners = [(engine, "before_cursor_execute", statement),
                  (engine, "commit", lambda *a, **k: meter.add("commit"))]
     for target, name, fn in listeners:
@@ -137,7 +137,7 @@ def metered(request, tmp_path_factory, redis_url):
     finally:
         for target, name, fn in listeners:
             event.remove(target, name, fn)
-        database._Direct.run = original_direct
+        direct_sql.Direct.run = original_direct
         AbstractConnection.send_packed_command = original_send
         AbstractConnection.connect_check_health = original_on_connect
         app.wsgi_app = inner

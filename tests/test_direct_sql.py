@@ -1,4 +1,4 @@
-"""The hot statements straight through psycopg on PostgreSQL (database._Direct): the same rows,
+"""The hot statements straight through psycopg on PostgreSQL (platform/direct.py): the same rows,
 writes and errors as through SQLAlchemy's engine and session, on a real server."""
 from __future__ import annotations
 
