@@ -50,8 +50,7 @@ def read_row(statement, params=None):
     session, no BEGIN and ROLLBACK around one SELECT: one round trip instead of three), for the
     hot reads that need nothing else from the database (userinfo, the token endpoints). On
     PostgreSQL straight through psycopg (``direct.Direct``), elsewhere through the engine's pool."""
-    direct = _direct()
-    plan = direct.plan(statement, params) if direct is not None else None
+    direct, plan = _planned(statement, params)
     if plan is not None:
         return direct.run(plan, params).first()
     with _autocommit().connect() as conn:
@@ -63,8 +62,7 @@ def execute(statement, params=None):
     committed or rolled back with it. On PostgreSQL straight through psycopg on the session's own
     connection (``direct.Direct``): the same transaction at a quarter of the CPU. The result has
     ``rowcount``, ``first()`` and ``mappings().one_or_none()``."""
-    direct = _direct() if _reading_from.get() is None else None
-    plan = direct.plan(statement, params) if direct is not None else None
+    direct, plan = _planned(statement, params) if _reading_from.get() is None else (None, None)
     if plan is not None:
         return direct.run(plan, params, session=db.session())
     return db.session.execute(statement, params)
@@ -92,8 +90,7 @@ def write_now(statement, params=None) -> None:
         execute(statement, params)
         db.session.commit()
         return
-    direct = _direct()
-    plan = direct.plan(statement, params) if direct is not None else None
+    direct, plan = _planned(statement, params)
     if plan is not None:
         direct.run(plan, params)
         return
@@ -114,6 +111,12 @@ def _direct() -> Direct | None:
         if direct is not None:
             event.listen(engine, "engine_disposed", lambda *_: direct.close())
     return direct
+
+
+def _planned(statement, params):
+    """(the engine's Direct, the statement's plan) on PostgreSQL; a plan of None: through SQLAlchemy."""
+    direct = _direct()
+    return direct, direct.plan(statement, params) if direct is not None else None
 
 
 def utcnow() -> dt.datetime:

@@ -129,7 +129,8 @@ def _answer_headers(body: bytes, challenge: str | None) -> list[tuple[str, str]]
     return headers
 
 
-def _userinfo_wire(token: str) -> tuple[int, bytes, list]:
+def _userinfo_wire(token: str | None) -> tuple[int, bytes, list]:
+    """UserInfo's answer as it goes out: the status, the body's bytes, the headers."""
     status, info, challenge = userinfo_answer(token)
     body = json_body(info)
     return status, body, _answer_headers(body, challenge)
@@ -139,9 +140,8 @@ def _userinfo_wire(token: str) -> tuple[int, bytes, list]:
 @csrf.exempt
 def userinfo():
     """The UserInfo endpoint (OIDC Core §5.3): claims for the token's scope."""
-    status, info, challenge = userinfo_answer(_bearer_token())
-    body = json_body(info)
-    return Response(body, status=status, headers=_answer_headers(body, challenge))
+    status, body, headers = _userinfo_wire(_bearer_token())
+    return Response(body, status=status, headers=headers)
 
 
 class ResourceEndpoints:
