@@ -139,9 +139,10 @@ def rate_limited(limit: str) -> None:
 
 
 @_safe
-def token_response(status: int) -> None:
-    """A token endpoint answer (call inside the request): issued on 200, refused otherwise."""
-    grant = (request.form.get("grant_type") or "none")[:60]
+def token_response(status: int, grant: str | None = None) -> None:
+    """A token endpoint answer (call inside the request): issued on 200, refused otherwise.
+    ``grant``: the request's grant_type, when the caller has read the form itself."""
+    grant = ((grant if grant is not None else request.form.get("grant_type")) or "none")[:60]
     if grant == "urn:ietf:params:oauth:grant-type:token-exchange":
         grant = "token_exchange"
     elif grant not in ("authorization_code", "refresh_token", "client_credentials", "none"):

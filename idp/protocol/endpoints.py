@@ -17,7 +17,7 @@ from ..platform import metrics
 from ..platform.errors import json_error
 from ..platform.hosts import accepted_hosts, environ_host_name
 from ..platform.web import csrf
-from . import clients, tokens
+from . import clients, issue, tokens
 from .oauth import server
 from .subjects import claims_for, open_ref
 from .verify import BearerTokenError, access_token_revoked, decode_access_token, verify_access_token
@@ -154,16 +154,20 @@ class ResourceEndpoints:
     - ``POST /introspect`` of one of our access tokens by the client it was issued to, with its
       secret in HTTP Basic (RFC 7662 with client_secret_basic): the answer of Authlib's endpoint
       (the token's claims and ``active``, or ``{"active": false}`` when it is invalid, expired or
-      revoked), the same bytes and headers.
+      revoked), the same bytes and headers;
+    - ``POST /token``: a code exchange or a refresh in the shape every agency library sends, by a
+      client with its secret in HTTP Basic (issue.py: the grants' own steps without Authlib's
+      request objects; the same tokens, and the same errors once a code or refresh token is taken).
 
     Anything else goes on to Flask: another method, a token in a form, a query string such as
     ``?lang=``, another host, a client that does not authenticate exactly so (a wrong secret is
     refused by the view, as before), a refresh token, a body with anything but ``token`` and
-    ``token_type_hint`` once each. (A token of another client is inactive here, as there.) An exception on the way (the database or the
-    store away) is answered by the app's error handlers, as it would be in the view (errors.py:
-    a 503). Sits inside web.SecurityHeaders, which adds the security headers here as everywhere."""
+    ``token_type_hint`` once each. (A token of another client is inactive here, as there.) An
+    exception on the way (the database or the store away) is answered by the app's error
+    handlers, as it would be in the view (errors.py: a 503). Sits inside web.SecurityHeaders,
+    which adds the security headers here as everywhere."""
 
-    #: Longest introspection body answered here (a token is at most MAX_ACCESS_TOKEN).
+    #: Longest body answered here (an access token is at most MAX_ACCESS_TOKEN).
     MAX_BODY = 8192
 
     def __init__(self, wsgi_app, app: Flask):
@@ -177,6 +181,10 @@ class ResourceEndpoints:
             if (environ.get("REQUEST_METHOD") == "GET" and auth[:7].lower() == "bearer "
                     and not environ.get("QUERY_STRING") and environ_host_name(environ) in self.hosts):
                 return self.answer(environ, start_response, "/userinfo", _userinfo_wire, auth[7:].strip())
+        elif path == "/token" and environ.get("REQUEST_METHOD") == "POST" and not environ.get("QUERY_STRING"):
+            request_args = self.token_request(environ)
+            if request_args is not None and environ_host_name(environ) in self.hosts:
+                return self.answer(environ, start_response, "/token", issue.token_answer, *request_args)
         elif path == "/introspect" and environ.get("REQUEST_METHOD") == "POST" and not environ.get("QUERY_STRING"):
             request_args = self.introspection_request(environ)
             if request_args is not None and environ_host_name(environ) in self.hosts:
@@ -202,8 +210,24 @@ class ResourceEndpoints:
         return [body]
 
     def introspection_request(self, environ) -> tuple[str, str, str] | None:
-        """(client_id, secret, token) of an introspection request in the common shape, else None.
-        The body read here is put back for Flask."""
+        """(client_id, secret, token) of an introspection request in the common shape, else None."""
+        request = self.basic_form(environ)
+        if request is None:
+            return None
+        client_id, secret, form = request
+        if not set(form) <= {"token", "token_type_hint"} \
+                or form.get("token_type_hint", "access_token") != "access_token" or "." not in form.get("token", ""):
+            return None
+        return client_id, secret, form["token"]
+
+    def token_request(self, environ) -> tuple[str, str, dict] | None:
+        """(client_id, secret, form) of a token request in a shape issue.py answers, else None."""
+        request = self.basic_form(environ)
+        return request if request is not None and issue.common_shape(request[2]) else None
+
+    def basic_form(self, environ) -> tuple[str, str, dict] | None:
+        """(client_id, secret, form) of a form POST with HTTP Basic credentials, each field once,
+        else None. The body read here is put back for Flask."""
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         auth = environ.get("HTTP_AUTHORIZATION", "")
         try:
@@ -222,14 +246,11 @@ class ResourceEndpoints:
             credentials = base64.b64decode(auth[6:].strip(), validate=True).decode()
         except (ValueError, UnicodeDecodeError):
             return None
-        names = [name for name, _ in fields]
         form = dict(fields)
-        if len(names) != len(form) or not set(form) <= {"token", "token_type_hint"} or ":" not in credentials:
-            return None
-        if form.get("token_type_hint", "access_token") != "access_token" or "." not in form.get("token", ""):
+        if len(fields) != len(form) or ":" not in credentials:
             return None
         client_id, secret = credentials.split(":", 1)
-        return unquote(client_id), unquote(secret), form["token"]
+        return unquote(client_id), unquote(secret), form
 
 
 def introspection_answer(client_id: str, secret: str, token: str) -> tuple[int, bytes, list] | None:

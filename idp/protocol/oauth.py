@@ -12,6 +12,7 @@ code grant below reads back.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import secrets
@@ -31,7 +32,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
-from authlib.oidc.core import OpenIDCode, UserInfo
+from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.models import AuthorizationCodeMixin
 
 from ..citizens import directory, guardians
@@ -111,6 +112,50 @@ def guardian_fingerprints(guardian_id: int, minor_id: int | None) -> tuple[str |
     return found[0], found[1]
 
 
+def redeem_code(code: Any, client: Client) -> dict[str, Any] | None:
+    """Consume the code (GETDEL): its grant, or None (RFC 6749 §4.1.3). A replay revokes what the
+    code issued (§4.1.2); a code presented by another client is burnt."""
+    if not isinstance(code, str) or len(code) > 256:
+        return None
+    data, replayed = store.consume_code(code, used_ttl=settings.tokens.access_token_ttl)
+    if data is None:
+        if replayed:
+            # RFC 6749 §4.1.2: revoke what the code issued: its access token and the refresh
+            # token family, which is named after the code.
+            store.revoke_access_token(code_jti(code), settings.tokens.access_token_ttl)
+            tokens.revoke_family(code_jti(code), reason="code_replayed")
+        return None
+    if data["client_id"] != client.client_id:
+        # A code injected into another client's exchange (RFC 9700 §4.5): burnt, refused.
+        audit.record("code_wrong_client", client_id=client.client_id)
+        return None
+    data["code"] = code
+    return data
+
+
+def code_principal(data: dict[str, Any], client: Client) -> Principal:
+    """The citizen of a redeemed code (the code carries what the tokens need of them). A
+    guardian's code for a minor is honoured only while the guardian may still act for them
+    (linked, the minor under 18 today, the agency accepting guardians): audited for both either
+    way."""
+    citizen = Citizen(id=data["citizen_id"], subject_key=data["sk"], birth_date=dt.date.fromisoformat(data["bd"]))
+    principal = Principal(citizen, data["auth_time"], data["method"], data["sid"], subject_for(citizen, client),
+                          token_jti=code_jti(data["code"]))
+    actor = data.get("actor")
+    if actor is not None:
+        guardian = Citizen(id=actor["id"], subject_key=actor["sk"], birth_date=dt.date.fromisoformat(actor["bd"]))
+        fps = guardian_fingerprints(guardian.id, citizen.id)
+        if not client.accepts_guardians or guardians.may_act(guardian.id, citizen.id) is None:
+            audit.record("guardian_act_refused", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1],
+                         step="token")
+            raise InvalidGrantError("The guardian may no longer act for this citizen (18 or older today, or "
+                                    "no longer linked)")
+        principal.act, principal.actor_id = {"sub": subject_for(guardian, client)}, guardian.id
+        audit.record("guardian_acted", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1],
+                     step="token", scope=data["scope"])
+    return principal
+
+
 @dataclass
 class StoredCode(AuthorizationCodeMixin):
     """An authorization code's grant as read back from the store (see save_code)."""
@@ -163,49 +208,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
     def query_authorization_code(self, code: str, client: Client) -> StoredCode | None:
-        """Consume the code (GETDEL). A replay revokes what the code issued (RFC 6749 §4.1.2)."""
-        if not isinstance(code, str) or len(code) > 256:
-            return None
-        data, replayed = store.consume_code(code, used_ttl=settings.tokens.access_token_ttl)
-        if data is None:
-            if replayed:
-                # RFC 6749 §4.1.2: revoke what the code issued: its access token and the refresh
-                # token family, which is named after the code.
-                store.revoke_access_token(code_jti(code), settings.tokens.access_token_ttl)
-                tokens.revoke_family(code_jti(code), reason="code_replayed")
-            return None
-        if data["client_id"] != client.client_id:
-            # A code injected into another client's exchange (RFC 9700 §4.5): burnt, refused.
-            audit.record("code_wrong_client", client_id=client.client_id)
-            return None
-        data["code"] = code
-        return StoredCode(data)
+        data = redeem_code(code, client)
+        return StoredCode(data) if data is not None else None
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         """Nothing to do: the code was consumed when it was looked up."""
 
     def authenticate_user(self, authorization_code: StoredCode) -> Principal:
-        """The citizen of the code (the code carries what the tokens need of them). A guardian's
-        code for a minor is honoured only while the guardian may still act for them (linked,
-        the minor under 18 today, the agency accepting guardians): audited for both either way."""
-        d = authorization_code.data
-        client = self.request.client
-        citizen = Citizen(id=d["citizen_id"], subject_key=d["sk"], birth_date=dt.date.fromisoformat(d["bd"]))
-        principal = Principal(citizen, d["auth_time"], d["method"], d["sid"], subject_for(citizen, client),
-                              token_jti=code_jti(d["code"]))
-        actor = d.get("actor")
-        if actor is not None:
-            guardian = Citizen(id=actor["id"], subject_key=actor["sk"], birth_date=dt.date.fromisoformat(actor["bd"]))
-            fps = guardian_fingerprints(guardian.id, citizen.id)
-            if not client.accepts_guardians or guardians.may_act(guardian.id, citizen.id) is None:
-                audit.record("guardian_act_refused", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1],
-                             step="token")
-                raise InvalidGrantError("The guardian may no longer act for this citizen (18 or older today, or "
-                                        "no longer linked)")
-            principal.act, principal.actor_id = {"sub": subject_for(guardian, client)}, guardian.id
-            audit.record("guardian_acted", subject_fp=fps[0], client_id=client.client_id, minor_fp=fps[1],
-                         step="token", scope=d["scope"])
-        return principal
+        return code_principal(authorization_code.data, self.request.client)
 
 
 # ---- OpenID Connect: the ID token --------------------------------------------------------------
@@ -218,28 +228,34 @@ class OpenIDConnectCode(OpenIDCode):
         nonce was checked, and marked used, by protocol.authorize."""
         return store.nonce_used(request.payload.client_id, nonce)
 
+    def encode_id_token(self, token: dict, request) -> str:
+        """Authlib's hook, answered by id_token below (the token endpoint's fast path calls it too)."""
+        return id_token(request.client, request.authorization_code.data, request.user, token.get("access_token"))
+
     def get_client_algorithm(self, client: Client) -> str:
         return settings.keys.id_token_alg
 
-    def resolve_client_private_key(self, client: Client):
-        return keyring.signing_key(settings.keys.id_token_alg).keyset
 
-    def get_encode_header(self, client: Client) -> dict[str, str]:
-        key = keyring.signing_key(settings.keys.id_token_alg)
-        return {"alg": key.alg, "kid": key.kid, "typ": "JWT"}
-
-    def get_client_claims(self, client: Client) -> dict[str, Any]:
-        now = int(time.time())
-        return {"iss": settings.server.issuer, "aud": [client.client_id], "azp": client.client_id,
-                "iat": now, "exp": now + settings.tokens.id_token_ttl}
-
-    def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
-        """Only `sub` and `sid`: the other claims come from userinfo (OIDC Core §5.4), so an ID
-        token that travels as an id_token_hint in a logout URL carries no personal data."""
-        info = UserInfo({"sub": user.sub, "sid": user.sid})
-        if user.actor_id is not None:
-            info["act"] = user.act  # a guardian acting for the citizen (RFC 8693 §4.1)
-        return info
+def id_token(client: Client, code: dict[str, Any], user: Principal, access_token: str | None) -> str:
+    """The ID token of a code exchange (OIDC Core §3.1.3.6), with the pinned key: ``iss``,
+    ``aud``, ``azp``, ``iat``, ``exp``, the login's ``nonce``, ``auth_time``, ``acr``, ``amr``,
+    ``at_hash`` (§3.1.3.8), then only ``sub`` and ``sid``: the other claims come from userinfo
+    (§5.4), so an ID token that travels as an id_token_hint in a logout URL carries no personal
+    data (and ``act`` for a guardian acting for the citizen, RFC 8693 §4.1)."""
+    key = keyring.signing_key(settings.keys.id_token_alg)
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": settings.server.issuer, "aud": [client.client_id], "azp": client.client_id,
+                              "iat": now, "exp": now + settings.tokens.id_token_ttl, "auth_time": code["auth_time"]}
+    if code.get("nonce"):
+        claims["nonce"] = code["nonce"]
+    claims["acr"], claims["amr"] = ACR[code["method"]], AMR[code["method"]]
+    if access_token:
+        digest = hashlib.sha256(access_token.encode()).digest()
+        claims["at_hash"] = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+    claims["sub"], claims["sid"] = user.sub, user.sid
+    if user.actor_id is not None:
+        claims["act"] = user.act
+    return key.sign_jwt(claims, "JWT")
 
 
 # ---- access tokens (RFC 9068) ------------------------------------------------------------------
@@ -247,8 +263,21 @@ class OpenIDConnectCode(OpenIDCode):
 class AccessTokenGenerator(JWTBearerTokenGenerator):
     """JWT access tokens signed with the pinned key of the configured algorithm."""
 
-    def get_jwks(self):
-        return keyring.signing_key(self.alg).keyset
+    def access_token_generator(self, client: Client, grant_type: str, user: Principal | None, scope: str) -> str:
+        """The claims of RFC 9068 §2.2 as Authlib's generator makes them, signed with the pinned
+        key straight (keys.SigningKey.sign_jwt): header ``typ`` at+jwt and the key's ``kid``."""
+        now = int(time.time())
+        claims: dict[str, Any] = {"iss": self.issuer, "exp": now + self._get_expires_in(client, grant_type),
+                                  "client_id": client.client_id, "iat": now,
+                                  "jti": self.get_jti(client, grant_type, user, scope), "scope": scope,
+                                  "sub": str(user.get_user_id()) if user else client.client_id,
+                                  "aud": self.get_audiences(client, user, scope)}
+        for name, value in (("auth_time", self.get_auth_time(user)), ("acr", self.get_acr(user)),
+                            ("amr", self.get_amr(user))):
+            if value:
+                claims[name] = value
+        claims.update(self.get_extra_claims(client, grant_type, user, scope))
+        return keyring.signing_key(self.alg).sign_jwt(claims, "at+jwt")
 
     def get_audiences(self, client: Client, user, scope: str) -> list[str]:
         return [client.client_id]
@@ -284,28 +313,52 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
 # ---- refresh (RFC 6749 §6, RFC 9700 §4.14) ----------------------------------------------------
 
 def _save_token(token: dict, request) -> None:
+    """Authlib's save_token: keep_refresh_token for the grant's client, citizen and old token."""
+    keep_refresh_token(token, request.client, request.user, getattr(request, "refresh_token", None))
+
+
+def keep_refresh_token(token: dict, client: Client, principal: Principal, old: RefreshToken | None) -> None:
     """JWT access tokens are self-contained; a refresh token is stored hashed when this grant
-    may have one (offline_access or client policy), and otherwise left out of the response."""
+    may have one (offline_access or client policy), and otherwise left out of the response.
+    ``old``: the refresh token this one rotates (claimed in the session's transaction)."""
     refresh = token.get("refresh_token")
-    old = getattr(request, "refresh_token", None)
     # A guardian acting for a minor gets no refresh token: every new token then needs the
     # guardian's login (or single sign-on) and the checks of the minor's age and link again.
-    acting = getattr(request.user, "actor_id", None) is not None
-    if not refresh or acting or not tokens.allowed(request.client, token.get("scope", "")):
+    acting = getattr(principal, "actor_id", None) is not None
+    if not refresh or acting or not tokens.allowed(client, token.get("scope", "")):
         token.pop("refresh_token", None)
         if isinstance(old, RefreshToken):
             tokens.keep_claim()  # the old token's claim (tokens.claim) is kept all the same
         return
     # A family starts at a code exchange and is named after the code, so a replayed code can
     # revoke it; rotations keep the family.
-    family = old.family_id if isinstance(old, RefreshToken) else request.user.token_jti
-    tokens.save(refresh, request.client, request.user, token.get("scope", ""), family_id=family)
+    family = old.family_id if isinstance(old, RefreshToken) else principal.token_jti
+    tokens.save(refresh, client, principal, token.get("scope", ""), family_id=family)
     if not isinstance(old, RefreshToken) and store.access_token_revoked(family):
         # The code was replayed while this exchange was under way: the replay revoked the access
         # token (its jti is the family's name) but found no refresh token yet. The replay marks
         # the store before it revokes the family, and this looks after saving, so one of the two
         # always sees the other (RFC 6749 §4.1.2).
         tokens.revoke_family(family, reason="code_replayed")
+
+
+def claim_refresh_token(refresh_token: Any, client: Client) -> RefreshToken | None:
+    """tokens.claim; a rotated token that comes back late (tokens.Reused) also ends the session
+    it came from, and its agencies are told (RFC 9700 §4.14.2)."""
+    try:
+        return tokens.claim(refresh_token, client)
+    except tokens.Reused as reuse:
+        logout.end_session_by_sid(reuse.sid, reason="refresh_token_reused")
+        raise
+
+
+def refresh_principal(refresh_token: RefreshToken, client: Client) -> Principal | None:
+    """The citizen of a claimed refresh token, as the client sees them (None: no longer known)."""
+    citizen = getattr(refresh_token, "claimed_citizen", None)  # read by the claim (tokens.claim)
+    if citizen is None or citizen.subject_key is None:
+        return None
+    return Principal(citizen, refresh_token.auth_time, refresh_token.method, refresh_token.sid,
+                     subject_for(citizen, client))
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -315,19 +368,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        try:
-            return tokens.claim(refresh_token, self.request.client)
-        except tokens.Reused as reuse:
-            # the family is revoked; the session it came from ends, and its agencies are told
-            logout.end_session_by_sid(reuse.sid, reason="refresh_token_reused")
-            raise
+        return claim_refresh_token(refresh_token, self.request.client)
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Principal | None:
-        citizen = getattr(refresh_token, "claimed_citizen", None)  # read by the claim (tokens.claim)
-        if citizen is None or citizen.subject_key is None:
-            return None
-        return Principal(citizen, refresh_token.auth_time, refresh_token.method, refresh_token.sid,
-                         subject_for(citizen, self.request.client))
+        return refresh_principal(refresh_token, self.request.client)
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         """Nothing to do: the old token was marked rotated when it was claimed."""
