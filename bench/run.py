@@ -519,10 +519,13 @@ def start_profiler(p: Provider, name: str, args) -> list[subprocess.Popen]:
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for pid in p.workers():
-        # BENCH_SPY_FLAGS: e.g. "" for every thread on CPU, with or without the interpreter lock
+        # BENCH_SPY_FLAGS: e.g. "" for every thread on CPU, with or without the interpreter lock;
+        # "--gil --native" for the native frames too (py-spy must then pause the process per sample)
         flags = os.environ.get("BENCH_SPY_FLAGS", "--gil").split()
+        if "--native" not in flags:
+            flags.append("--nonblocking")
         cmd = [spy, "record", "-p", str(pid), "-d", str(max(1, args.duration - 2)), "-r", "100", *flags,
-               "--nonblocking", "-f", "raw", "-o", str(out / f"{p.name}-{name}-{pid}.txt")]
+               "-f", "raw", "-o", str(out / f"{p.name}-{name}-{pid}.txt")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs
 
