@@ -187,3 +187,34 @@ def test_turns_go_first_come_first_served():
         t.join(5)
     assert order == ["first", "second", "third"]
     assert turns._free == 1 and not turns._waiting
+
+
+def test_a_draining_worker_asks_every_client_to_close_its_connection():
+    """web.BodyFirst: while a graceful restart replaces this worker (its pid among the draining
+    ones the serving master shares), every answer says Connection: close, so no kept-alive
+    connection is idle on it when it stops; before and after, connections are kept."""
+    import ctypes
+    import multiprocessing
+    import os
+
+    from idp.platform.web import BodyFirst
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    draining = multiprocessing.get_context("fork").RawArray(ctypes.c_long, 4)
+    served = BodyFirst(app, 1, draining=draining)
+
+    def headers() -> dict:
+        seen = {}
+        served({"REQUEST_METHOD": "GET"}, lambda status, hs, exc_info=None: seen.update(hs))
+        return seen
+
+    assert "Connection" not in headers()
+    draining[2] = os.getpid() + 1  # another worker is being replaced
+    assert "Connection" not in headers()
+    draining[1] = os.getpid()
+    assert headers()["Connection"] == "close"
+    draining[:] = [0] * 4
+    assert "Connection" not in headers()

@@ -19,7 +19,9 @@ May import: everything in idp.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
+import multiprocessing
 import os
 import resource
 import time
@@ -56,10 +58,22 @@ class NodeServer(Server):
     a worker that dies young is respawned after a pause instead, so a real crash loop costs one
     fork a second, never the node."""
 
+    #: Shared with the workers (BodyFirst): the pids of the workers a graceful restart replaces.
+    draining = None
+
     def _respawn_workers(self, workers, spawn_target, target_loader, delay: float = 0):
         if not delay and any(time.monotonic() - self.wrks[idx].birth < YOUNG_WORKER_SECONDS for idx in workers):
             time.sleep(1.0)
-        super()._respawn_workers(workers, spawn_target, target_loader, delay)
+        if delay and self.draining is not None:
+            # a graceful restart (SIGHUP): the old workers tell every client to close its
+            # connection after its answer, so that none is idle on them when they stop
+            for idx in workers:
+                self.draining[idx % len(self.draining)] = self.wrks[idx]._id() or 0
+        try:
+            super()._respawn_workers(workers, spawn_target, target_loader, delay)
+        finally:
+            if self.draining is not None:
+                self.draining[:] = [0] * len(self.draining)
         for idx in workers:  # what granian's crash-loop check looks at
             self.respawned_wrks.pop(idx, None)
 
@@ -131,22 +145,26 @@ def run_production(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
 
+    draining = multiprocessing.get_context("fork").RawArray(ctypes.c_long, workers)  # shared with every worker
+
     def worker_app():
         """In each worker as it starts (after the fork): the app, and this process's sweep of
         back-channel logouts, so rows left undelivered (e.g. by a restart) go out at once."""
         forget_dead_workers()
         ensure_worker(app)
-        app.wsgi_app = BodyFirst(app.wsgi_app, server.concurrency)
+        app.wsgi_app = BodyFirst(app.wsgi_app, server.concurrency, draining=draining)
         return app
 
-    NodeServer(
+    node = NodeServer(
         "idp", interface=Interfaces.WSGI, **listen_address(server.bind),
         workers=workers, blocking_threads=server.threads,
         backlog=server.backlog, backpressure=per_worker,
         http=HTTPModes.http1, http1_settings=HTTP1Settings(header_read_timeout=server.header_timeout * 1000),
         respawn_failed_workers=True, respawn_interval=RESPAWN_SECONDS, workers_kill_timeout=GRACEFUL_SECONDS,
         websockets=False, log_access=False,
-    ).serve(target_loader=worker_app, wrap_loader=False)
+    )
+    node.draining = draining
+    node.serve(target_loader=worker_app, wrap_loader=False)
 
 
 @click.command()

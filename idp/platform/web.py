@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import threading
 
 from flask import Flask, render_template
@@ -109,11 +110,17 @@ class BodyFirst:
 
     A client that sends its body slowly then holds a thread, but no turn, so fresh requests
     still run as long as threads are left; and only a few requests at a time compete for the
-    interpreter lock, which a busy worker's throughput depends on (bench/README.md)."""
+    interpreter lock, which a busy worker's throughput depends on (bench/README.md).
 
-    def __init__(self, wsgi_app, concurrency: int, max_body: int = 64 * 1024):
+    ``draining``: the pids of the workers being replaced (shared memory the serving master
+    writes, cli/serve.py). While this worker's pid is among them, every answer says
+    ``Connection: close``, so that no kept-alive connection is left idle on it when it stops: a
+    request sent on an idle connection just as the worker closes it would get no answer."""
+
+    def __init__(self, wsgi_app, concurrency: int, max_body: int = 64 * 1024, draining=None):
         self.wsgi_app, self.max_body = wsgi_app, max_body
         self.turns = Turns(concurrency)
+        self.draining, self.pid = draining, os.getpid()
 
     def __call__(self, environ, start_response):
         try:
@@ -124,8 +131,19 @@ class BodyFirst:
             # a body cut short stays short: CONTENT_LENGTH is left as sent, so the app sees the
             # client's disconnection as before (a 400)
             environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+        if self.draining is not None and self.pid in self.draining[:]:
+            start_response = _closing(start_response)
         with self.turns:
             return self.wsgi_app(environ, start_response)
+
+
+def _closing(start_response):
+    """start_response that asks the client to close the connection after this answer (RFC 9112 §9.6)."""
+
+    def start(status, headers, exc_info=None):
+        return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
+    return start
 
 
 def home():
