@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import requests
 from flask import Flask, current_app
-from joserfc import jwt
 from sqlalchemy import update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -95,8 +94,7 @@ def logout_token(client_id: str, sub: str, sid: str) -> str:
     now = int(time.time())
     claims = {"iss": settings.server.issuer, "aud": client_id, "iat": now, "exp": now + LOGOUT_TOKEN_TTL,
               "jti": secrets.token_urlsafe(18), "sub": sub, "sid": sid, "events": {BACKCHANNEL_EVENT: {}}}
-    return jwt.encode({"alg": key.alg, "kid": key.kid, "typ": "logout+jwt"}, claims, key.keyset,
-                      algorithms=[key.alg])
+    return key.sign_jwt(claims, "logout+jwt")
 
 
 # ---- delivery -------------------------------------------------------------------------------------
