@@ -232,9 +232,6 @@ class OpenIDConnectCode(OpenIDCode):
         """Authlib's hook, answered by id_token below (the token endpoint's fast path calls it too)."""
         return id_token(request.client, request.authorization_code.data, request.user, token.get("access_token"))
 
-    def get_client_algorithm(self, client: Client) -> str:
-        return settings.keys.id_token_alg
-
 
 def id_token(client: Client, code: dict[str, Any], user: Principal, access_token: str | None) -> str:
     """The ID token of a code exchange (OIDC Core §3.1.3.6), with the pinned key: ``iss``,
