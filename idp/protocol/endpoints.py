@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from flask import Blueprint, Flask, Response, request
+from flask.ctx import RequestContext
 
 from ..citizens import directory, guardians
 from ..platform import metrics
@@ -193,7 +194,9 @@ class ResourceEndpoints:
 
     def answer(self, environ, start_response, path: str, answer, *args):
         t0 = time.perf_counter()
-        with self.app.request_context(environ):
+        # These requests never use the signed-cookie session: a null one, so that the context
+        # does not open (verify and decode) a cookie a browser may have sent along.
+        with RequestContext(self.app, environ, session=self.app.session_interface.make_null_session(self.app)):
             try:
                 result = answer(*args)
             except Exception as exc:  # noqa: BLE001 - answered as the view's exception would be
