@@ -514,6 +514,64 @@ def test_tampered_access_tokens_are_refused(provider, app_client, issued):
         _refused_everywhere(provider, app_client, forged, name)
 
 
+def _signed_raw(provider, alg: str, header: dict | str, claims: dict | str) -> str:
+    """A JWS signed with the provider's real ``alg`` key over exactly this header and payload
+    (dicts, or their segments as given: no library in between to refuse or rewrite them)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    from idp.platform.keyring import keyring
+
+    segments = [part if isinstance(part, str) else b64(part) for part in (header, claims)]
+    signing_input = ".".join(segments).encode()
+    with provider.app.app_context():
+        private = keyring.signing_key(alg).key.private_key
+    if alg == "RS256":
+        signature = private.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        r, s = decode_dss_signature(private.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return f"{signing_input.decode()}.{b64(signature)}"
+
+
+def test_access_tokens_signed_by_our_keys_but_not_as_we_sign_them_are_refused(provider, app_client, issued):
+    """Only what our keys signed in the shape we sign it: a header of alg, kid and typ alone, the
+    alg of the key the kid names, canonical base64url; and a malformed token is a 401, never a 500."""
+    token = issued[1]["access_token"]
+    header, claims = parts(token)
+    with provider.app.app_context():
+        from idp.platform.keyring import keyring
+        kids = {alg: keyring.signing_key(alg).kid for alg in ("RS256", "ES256")}
+    assert _signed_raw(provider, header["alg"], header, claims) != token  # a fresh signature, the same claims
+    assert userinfo(provider, _signed_raw(provider, header["alg"], header, claims)).status_code == 200
+    other = "RS256" if header["alg"] == "ES256" else "ES256"
+    head, body, sig = token.split(".")
+    variants = {
+        "crit header": _signed_raw(provider, header["alg"], {**header, "crit": ["exp"]}, claims),
+        "b64 false": _signed_raw(provider, header["alg"], {**header, "b64": False, "crit": ["b64"]}, claims),
+        "x5u header": _signed_raw(provider, header["alg"], {**header, "x5u": "https://evil.example/c"}, claims),
+        "kid of the other key": _signed_raw(provider, header["alg"], {**header, "kid": kids[other]}, claims),
+        "alg of the other key": _signed_raw(provider, other, {**header, "alg": other}, claims),
+        "alg not its key's": _signed_raw(provider, header["alg"], {**header, "alg": other}, claims),
+        "no kid": _signed_raw(provider, header["alg"], {k: v for k, v in header.items() if k != "kid"}, claims),
+        "kid not a string": _signed_raw(provider, header["alg"], {**header, "kid": [header["kid"]]}, claims),
+        "typ not a string": _signed_raw(provider, header["alg"], {**header, "typ": 1}, claims),
+        "claims not an object": _signed_raw(provider, header["alg"], header, b64(b'["openid"]')),
+        "claims not JSON": _signed_raw(provider, header["alg"], header, b64(b"\xff\xfe")),
+        "padded header": _signed_raw(provider, header["alg"], b64(header) + "==", claims),
+        "characters outside base64url": _signed_raw(provider, header["alg"], header, b64(claims)[:8] + "!+/" +
+                                                    b64(claims)[8:]),
+        "a space in the claims": _signed_raw(provider, header["alg"], header, " " + b64(claims)),
+        "a length no base64 has": _signed_raw(provider, header["alg"], header, b64(claims) + "A" * (
+            (1 - len(b64(claims))) % 4)),
+        "nested header": f"{b64(b'[' * 1000 + b']' * 1000)}.{b64({})}.{sig}",  # deeper than json's recursion limit
+        "non-ASCII": f"{head}.{body}\u00e9.{sig}",
+    }
+    for name, forged in variants.items():
+        _refused_everywhere(provider, app_client, forged, name)
+
+
 def test_expired_access_token_is_refused(provider, app_client, issued):
     header, claims = parts(issued[1]["access_token"])
     now = int(time.time())

@@ -16,7 +16,7 @@ from flask import current_app
 from joserfc.jwk import KeySet
 from werkzeug.local import LocalProxy
 
-from .keys import PUBLISHED, RELOAD_SECONDS, KeysUnavailable, SigningKey, load_all
+from .keys import PUBLISHED, RELOAD_SECONDS, KeysUnavailable, SigningKey, load_all, verify_compact
 
 log = logging.getLogger("idp.keys")
 
@@ -27,6 +27,7 @@ class _State:
     jwks: dict[str, Any]
     public_set: KeySet
     jwks_json: bytes = b""  # the JWKS document as served
+    verifiers: dict[str, tuple[str, Any]] | None = None  # kid -> (alg, public key), keys.verify_compact
 
 
 class KeyRing:
@@ -74,7 +75,7 @@ class KeyRing:
         published = sorted((k for k in keys if k.status in PUBLISHED), key=lambda k: order[k.status])
         document = {"keys": [k.public_jwk() for k in published]}
         self._state = _State(active, document, KeySet([k.key for k in published]),
-                             json.dumps(document).encode())
+                             json.dumps(document).encode(), {k.kid: k.verifier() for k in published})
         self._signature_seen = signature
 
     def refresh(self) -> bool:
@@ -114,6 +115,12 @@ class KeyRing:
         """The JWKS document, serialized once per set of keys."""
         self.refresh()
         return self._state.jwks_json
+
+    def verify(self, token: str) -> tuple[dict, dict]:
+        """(header, claims) of a token one of the published keys signed (keys.verify_compact);
+        ValueError otherwise."""
+        self.refresh()
+        return verify_compact(token, self._state.verifiers)
 
     def public_key_set(self) -> KeySet:
         """The published keys, parsed, for verifying our own tokens (hints, introspection)."""
