@@ -123,7 +123,7 @@ class KeyRing:
         return verify_compact(token, self._state.verifiers)
 
     def public_key_set(self) -> KeySet:
-        """The published keys, parsed, for verifying our own tokens (hints, introspection)."""
+        """The published keys, parsed, for joserfc (ID token hints; access tokens: ``verify``)."""
         self.refresh()
         return self._state.public_set
 

@@ -154,7 +154,7 @@ def verify_compact(token: str, verifiers: Mapping[str, tuple[str, Any]]) -> tupl
     if len(parts) != 3:
         raise ValueError("not a compact JWS")
     header_b64, claims_b64, signature_b64 = parts
-    header = json.loads(_base64url(header_b64))
+    header = _json(_base64url(header_b64))
     if not isinstance(header, dict) or not header.keys() <= OUR_HEADER:
         raise ValueError("header")
     kid = header.get("kid")
@@ -176,10 +176,19 @@ def verify_compact(token: str, verifiers: Mapping[str, tuple[str, Any]]) -> tupl
             raise ValueError("algorithm")
     except InvalidSignature:
         raise ValueError("signature") from None
-    claims = json.loads(claims_json)
+    claims = _json(claims_json)
     if not isinstance(claims, dict):
         raise ValueError("claims")
     return header, claims
+
+
+def _json(raw: bytes) -> Any:
+    """JSON from a token's segment; ValueError for anything that is not (nesting past the
+    parser's recursion limit included)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
 
 
 def _new_key(alg: str):

@@ -39,7 +39,7 @@ def decode_access_token(token: str) -> dict[str, Any]:
         raise BearerTokenError("malformed token")
     try:
         header, claims = keyring.verify(token)  # only what our own keys signed, as we sign it
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise BearerTokenError("signature or format invalid") from exc
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in ("at+jwt", "application/at+jwt"):
