@@ -16,7 +16,8 @@ from flask import current_app
 from joserfc.jwk import KeySet
 from werkzeug.local import LocalProxy
 
-from .keys import PUBLISHED, RELOAD_SECONDS, KeysUnavailable, SigningKey, load_all, verify_compact
+from .jws import verify_compact
+from .keys import PUBLISHED, RELOAD_SECONDS, KeysUnavailable, SigningKey, load_all
 
 log = logging.getLogger("idp.keys")
 
@@ -27,7 +28,7 @@ class _State:
     jwks: dict[str, Any]
     public_set: KeySet
     jwks_json: bytes = b""  # the JWKS document as served
-    verifiers: dict[str, tuple[str, Any]] | None = None  # kid -> (alg, public key), keys.verify_compact
+    verifiers: dict[str, tuple[str, Any]] | None = None  # kid -> (alg, public key), jws.verify_compact
 
 
 class KeyRing:
@@ -117,7 +118,7 @@ class KeyRing:
         return self._state.jwks_json
 
     def verify(self, token: str) -> tuple[dict, dict]:
-        """(header, claims) of a token one of the published keys signed (keys.verify_compact);
+        """(header, claims) of a token one of the published keys signed (jws.verify_compact);
         ValueError otherwise."""
         self.refresh()
         return verify_compact(token, self._state.verifiers)
